@@ -1,0 +1,159 @@
+"""``score_behavior``: behaviour events → ``sessions`` table → micro-batched scoring → recs.
+
+Per micro-batch (``take_events(batch_size, within=linger)``): each event is decoded and
+validated (invalid → dead letters), applied to its user's session in the ``sessions`` table
+(a ``forget`` event or a tombstone deletes it), then the whole batch is scored in the scoring
+thread so the event loop keeps heartbeating, and one recommendation per valid event is sent,
+keyed by user. Events are acked after their recommendations are handed to the producer, and
+Faust flushes the producer before it commits offsets: at-least-once. ``rec_id`` is derived from
+the event's topic/partition/offset, so a replayed event yields the same ``rec_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from stream_rec.agents.common import limits, send_dead_letter
+from stream_rec.core.session import Session, apply_event, from_stored
+from stream_rec.schemas import Behavior, InvalidEvent, RecItem, Recommendation, encode
+from stream_rec.serving.scorer import ScoredItem, Scorer, ScoreRequest
+
+if TYPE_CHECKING:
+    from stream_rec.app import Pipeline
+
+_REC_NS = uuid.UUID("6f1c6a52-51a4-4d5e-9a57-3b7f1c0e8d21")
+
+
+@dataclass(frozen=True)
+class Job:
+    key: bytes
+    event: Behavior
+    before: Sequence[str]  # the user's recent items before this event (for observe)
+    request: ScoreRequest
+    rec_id: str
+
+
+def run_batch(scorer: Scorer, jobs: Sequence[Job], k: int) -> tuple[list[list[ScoredItem]], float]:
+    """Runs in the scoring thread: learn from the batch's events, then score every request."""
+    for j in jobs:
+        scorer.observe(j.event.user_id, j.before, j.event.item_id, j.event.event)
+    t0 = time.perf_counter()
+    out = scorer.score([j.request for j in jobs], k)
+    return out, time.perf_counter() - t0
+
+
+def rec_id_for(topic: str, partition: int, offset: int) -> str:
+    return uuid.uuid5(_REC_NS, f"{topic}/{partition}/{offset}").hex
+
+
+def register(pipeline: Pipeline) -> None:
+    app, settings, metrics = pipeline.app, pipeline.settings, pipeline.metrics
+    behavior = app.topic(
+        pipeline.topics.behavior,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+    recs_topic = app.topic(
+        pipeline.topics.recommendations, key_serializer="raw", value_serializer="raw"
+    )
+    sessions = app.Table(
+        "sessions",
+        default=None,
+        partitions=settings.partitions,
+        key_type=bytes,  # raw bytes: the same key bytes as the behavior topic
+        help="Per-user session state (recent items, seen items, counts), keyed by user_id.",
+    )
+    # Faust derives serializers from model types; session values are plain dicts → msgpack.
+    # Set before first use: the store and changelog topic are created lazily from it.
+    sessions.value_serializer = "msgpack"  # type: ignore[attr-defined]
+    pipeline.extra["sessions"] = sessions
+    lim = limits(pipeline)
+
+    async def handle(stream: Any, event: Any) -> Job | None:
+        """Validate one event and apply it to the table; return the scoring job, if any."""
+        key: bytes | None = event.key
+        if event.value is None:  # tombstone on a user key = forget that user
+            if key:
+                sessions.pop(key, None)
+                metrics.forgets.inc()
+                metrics.events_in.labels(topic="behavior", event="forget").inc()
+            return None
+        try:
+            ev = decode_behavior_checked(event.value, key, lim)
+        except InvalidEvent as exc:
+            await send_dead_letter(pipeline, event, exc)
+            return None
+        if key is None:
+            # Unkeyed producer: re-key so the user's state lives on the user's partition.
+            await behavior.send(key=ev.user_id.encode(), value=event.value)
+            metrics.events_in.labels(topic="behavior", event="rekeyed").inc()
+            return None
+        metrics.events_in.labels(topic="behavior", event=ev.event).inc()
+        if ev.event == "forget":
+            sessions.pop(key, None)
+            metrics.forgets.inc()
+            return None
+        before: Session = from_stored(sessions.get(key))
+        after = apply_event(before, ev, max_items=settings.session_length)
+        sessions[key] = after
+        msg = event.message
+        return Job(
+            key=key,
+            event=ev,
+            before=before["items"],
+            request=ScoreRequest(ev.user_id, after["items"], frozenset(after["seen"])),
+            rec_id=rec_id_for(msg.topic, msg.partition, msg.offset),
+        )
+
+    @app.agent(behavior, name="score_behavior")
+    async def score_behavior(stream: Any) -> None:
+        loop = asyncio.get_running_loop()
+        within = settings.batch_linger_ms / 1000.0
+        async for events in stream.take_events(settings.batch_size, within=within):
+            jobs: list[Job] = []
+            for event in events:
+                # Table writes go to the changelog partition of the current event: make the
+                # event being handled current (take_events leaves the batch's last one).
+                stream._set_current_event(event)
+                job = await handle(stream, event)
+                if job is not None:
+                    jobs.append(job)
+            if not jobs:
+                continue
+            scorer = pipeline.scorer.current  # one model for the whole batch
+            results, scoring_s = await loop.run_in_executor(
+                pipeline.executor, run_batch, scorer, jobs, settings.top_k
+            )
+            metrics.batch_size.observe(len(jobs))
+            metrics.scoring_seconds.observe(scoring_s)
+            now = time.time()
+            for job, items in zip(jobs, results, strict=True):
+                rec = Recommendation(
+                    user_id=job.event.user_id,
+                    rec_id=job.rec_id,
+                    items=[
+                        RecItem(item_id=i.item_id, score=i.score, reason=i.reason) for i in items
+                    ],
+                    model_version=scorer.version,
+                    event_ts=job.event.ts,
+                    emitted_ts=now,
+                )
+                await recs_topic.send(key=job.key, value=encode(rec, settings.output_codec))
+                metrics.e2e_seconds.observe(max(0.0, now - job.event.ts))
+            metrics.recommendations.inc(len(jobs))
+
+
+def decode_behavior_checked(raw: bytes, key: bytes | None, lim: dict[str, Any]) -> Behavior:
+    from stream_rec.schemas import decode_behavior
+
+    ev = decode_behavior(raw, **lim)
+    if key is not None and key != ev.user_id.encode():
+        msg = f"message key {key[:64]!r} is not the event's user_id {ev.user_id[:64]!r}"
+        raise InvalidEvent("key_mismatch", msg)  # noqa: EM101 - a metric label
+    return ev

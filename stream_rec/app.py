@@ -1,0 +1,152 @@
+"""The Faust application: one worker's topics, tables and agents.
+
+``create_app(settings)`` builds the single :class:`faust.App` of a worker and registers the
+agents of :mod:`stream_rec.agents`. Everything the agents share lives on one
+:class:`Pipeline` object made here (no module-level state): topics, the ``sessions`` table, the
+scorer holder, the thread that runs scoring off the event loop, and the metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import msgpack
+from faust.serializers import codecs
+from prometheus_client import generate_latest
+
+from stream_rec.metrics import Metrics
+from stream_rec.serving.fallback import PopularityCooccurrenceScorer
+from stream_rec.serving.scorer import Scorer
+from stream_rec.settings import Settings
+from stream_rec.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+class _MsgpackCodec(codecs.Codec):
+    def _dumps(self, obj: Any) -> bytes:
+        return bytes(msgpack.packb(obj, use_bin_type=True))
+
+    def _loads(self, s: bytes) -> Any:
+        return msgpack.unpackb(s, raw=False)
+
+
+if "msgpack" not in codecs.codecs:
+    codecs.register("msgpack", _MsgpackCodec())
+
+
+class ScorerHolder:
+    """The serving scorer; swapped as a whole between micro-batches, never during one."""
+
+    def __init__(self, scorer: Scorer) -> None:
+        self.current = scorer
+
+    def swap(self, scorer: Scorer) -> Scorer:
+        old, self.current = self.current, scorer
+        return old
+
+
+@dataclass
+class Pipeline:
+    settings: Settings
+    app: faust.App
+    topics: Topics
+    metrics: Metrics
+    scorer: ScorerHolder
+    executor: ThreadPoolExecutor
+    catalog_size: int = 0
+    catalog_caught_up: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _credentials(settings: Settings) -> Any:
+    kw = settings.kafka_client_kwargs()
+    ctx = kw.get("ssl_context")
+    if settings.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=settings.sasl_password.get_secret_value() if settings.sasl_password else None,
+            mechanism=settings.sasl_mechanism,
+            ssl_context=ctx,  # type: ignore[arg-type]
+        )
+    if ctx is not None:
+        return faust.SSLCredentials(ctx)  # type: ignore[arg-type]
+    return None
+
+
+def load_scorer(settings: Settings) -> Scorer:
+    """The model named by ``settings.model_path``, else the stream-learned fallback."""
+    if settings.model_path is None:
+        return PopularityCooccurrenceScorer()
+    from stream_rec.model.runtime import load_scorer as load_model_scorer
+
+    return load_model_scorer(settings.model_path, settings)
+
+
+def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{s}" for s in settings.bootstrap_list],
+        broker_credentials=_credentials(settings),
+        store=settings.table_store,
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        # Short group timeouts: a worker joins (and a dead one is noticed) in seconds.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+        broker_rebalance_timeout=20.0,
+        broker_commit_interval=1.0,
+        stream_wait_empty=False,
+        producer_linger=0.001,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        web_enabled=True,
+        autodiscover=False,
+        table_cleanup_interval=60.0,
+    )
+    metrics = Metrics()
+    holder = ScorerHolder(scorer if scorer is not None else load_scorer(settings))
+    metrics.set_model(holder.current.version)
+    pipeline = Pipeline(
+        settings=settings,
+        app=app,
+        topics=Topics(settings.topic_prefix),
+        metrics=metrics,
+        scorer=holder,
+        executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer"),
+    )
+
+    from stream_rec.agents import catalog, feedback, score
+
+    catalog.register(pipeline)
+    score.register(pipeline)
+    feedback.register(pipeline)
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(metrics.registry), content_type="text/plain")
+
+    @app.page("/stream-rec/status")
+    async def status_page(web: Any, request: Any) -> Any:
+        assignment = sorted(
+            f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment()
+        ) if app.consumer else []  # fmt: skip
+        return web.json(
+            {
+                "app_id": settings.app_id,
+                "model_version": holder.current.version,
+                "catalog_items": pipeline.catalog_size,
+                "catalog_caught_up": pipeline.catalog_caught_up,
+                "assignment": assignment,
+                "rebalancing": bool(app.rebalancing),
+            }
+        )
+
+    return pipeline

@@ -1,0 +1,1 @@
+"""Pure pipeline logic (no Faust, no Kafka): session state and recommendation assembly."""

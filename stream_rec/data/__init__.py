@@ -1,0 +1,1 @@
+"""Datasets: MovieLens loaders shared by replay, training and offline evaluation."""

@@ -1,0 +1,50 @@
+"""Prometheus metrics of a worker, on a registry per process (served at ``/metrics``).
+
+Names are ``stream_rec_*``; labels use the agent names of the code (``score_behavior`` …) so a
+figure on a dashboard leads straight to the code that produced it.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events_in = Counter(
+            "stream_rec_events_in", "Input messages by topic and event type", ["topic", "event"],
+            registry=r,
+        )  # fmt: skip
+        self.dead_letters = Counter(
+            "stream_rec_dead_letters", "Messages sent to dead letters", ["topic", "reason"],
+            registry=r,
+        )  # fmt: skip
+        self.recommendations = Counter(
+            "stream_rec_recommendations", "Recommendations published", registry=r
+        )
+        self.forgets = Counter("stream_rec_user_deletions", "Users forgotten", registry=r)
+        self.batch_size = Histogram(
+            "stream_rec_batch_size", "Events per scoring micro-batch",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r,
+        )  # fmt: skip
+        self.scoring_seconds = Histogram(
+            "stream_rec_scoring_seconds", "Time to score one micro-batch",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.e2e_seconds = Histogram(
+            "stream_rec_event_to_recommendation_seconds",
+            "Event ts to recommendation emitted (meaningful when producers stamp ts at send)",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.catalog_items = Gauge("stream_rec_catalog_items", "Items the scorer knows", registry=r)
+        self.model_info = Gauge(
+            "stream_rec_model_info", "Serving model version (value 1)", ["version"], registry=r
+        )
+
+    def set_model(self, version: str) -> None:
+        self.model_info.clear()
+        self.model_info.labels(version=version).set(1)

@@ -1,0 +1,1 @@
+"""Operations: the local Kafka broker, topic administration and operator tooling."""

@@ -1,0 +1,1 @@
+"""Serving: the Scorer interface the score agent calls, and its implementations."""

@@ -1,0 +1,73 @@
+"""The ``Scorer`` interface: what the score agent calls for every micro-batch.
+
+Plain Python, no Faust: the agent hands a batch of :class:`ScoreRequest` to ``score`` in a
+worker thread (off the event loop) and publishes what comes back. Implementations:
+:class:`stream_rec.serving.fallback.PopularityCooccurrenceScorer` (learned from the stream,
+also the cold-start fallback) and the ONNX model scorer of :mod:`stream_rec.model`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class CatalogItem:
+    """An item as the catalogue knows it (from the ``items`` topic)."""
+
+    item_id: str
+    title: str
+    text: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def embed_text(self) -> str:
+        """Text the item tower reads: the item's text, else title plus attributes."""
+        if self.text:
+            return self.text
+        parts = [self.title]
+        if year := self.attributes.get("year"):
+            parts.append(f"year {year}")
+        if genres := self.attributes.get("genres"):
+            parts.append("genres " + ", ".join(g for g in genres.split("|") if g))
+        return ". ".join(parts)
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """One user's context at one event: recent items oldest→newest, and items to exclude."""
+
+    user_id: str
+    history: Sequence[str]
+    exclude: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class ScoredItem:
+    item_id: str
+    score: float
+    reason: str | None = None
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Ranks catalogue items for users. Called from one worker thread at a time."""
+
+    @property
+    def version(self) -> str:
+        """Model version id published with each recommendation."""
+        ...
+
+    def upsert_items(self, items: Iterable[CatalogItem]) -> None:
+        """Add or update catalogue items (new items must become scorable: cold start)."""
+        ...
+
+    def observe(self, user_id: str, history: Sequence[str], item_id: str, event: str) -> None:
+        """Learn from one behaviour event (no-op for a frozen model)."""
+        ...
+
+    def score(self, requests: Sequence[ScoreRequest], k: int) -> list[list[ScoredItem]]:
+        """Top-``k`` items per request, best first, never an item in ``exclude``."""
+        ...

@@ -1,0 +1,173 @@
+"""One settings object for the whole pipeline; the only place that reads the environment.
+
+Every worker, the trainer, the CLI and the benchmarks take a :class:`Settings`. Values come from
+``STREAM_REC_*`` environment variables (or a ``.env`` file), so ``deploy/`` and
+``docker-compose.yml`` configure the system through those variables alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Codec = Literal["json", "msgpack"]
+
+
+def _default_home() -> Path:
+    return Path.home() / ".cache" / "stream-rec"
+
+
+class ConfigError(RuntimeError):
+    """Raised at start-up when the configuration is invalid; the message says what to fix."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="STREAM_REC_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    # --- Kafka -----------------------------------------------------------------------------
+    bootstrap_servers: str = Field(
+        "127.0.0.1:19092", description="Comma-separated Kafka bootstrap servers (host:port)."
+    )
+    topic_prefix: str = Field("stream-rec.", description="Prefix of every topic this system uses.")
+    partitions: int = Field(4, ge=1, le=1024, description="Partitions of the public topics.")
+    replication_factor: int = Field(1, ge=1, description="Replication factor of created topics.")
+    app_id: str = Field(
+        "stream-rec", description="Faust application id = Kafka consumer group of the workers."
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol for every client."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism when the protocol is SASL_*."
+    )
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
+    ssl_cafile: Path | None = Field(None, description="CA bundle to verify the brokers (TLS).")
+    ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS.")
+    ssl_keyfile: Path | None = Field(None, description="Client private key for mutual TLS.")
+
+    # --- codecs and limits -------------------------------------------------------------------
+    output_codec: Codec = Field(
+        "json", description="Codec of recommendations, dead letters and metrics."
+    )
+    max_payload_bytes: int = Field(
+        64 * 1024, ge=256, description="Input messages larger than this go to dead letters."
+    )
+    max_text_chars: int = Field(
+        4096, ge=16, description="Longest accepted string field of an input event."
+    )
+    max_future_skew_s: float = Field(
+        86400.0, ge=0, description="Events with ts further than this in the future are invalid."
+    )
+
+    # --- serving -------------------------------------------------------------------------------
+    batch_size: int = Field(64, ge=1, le=8192, description="Largest scoring micro-batch.")
+    batch_linger_ms: float = Field(
+        5.0, ge=0, description="How long a micro-batch waits to fill before it is scored."
+    )
+    top_k: int = Field(10, ge=1, le=1000, description="Items per recommendation.")
+    session_length: int = Field(50, ge=1, le=10000, description="Recent items kept per user.")
+    table_store: str = Field(
+        "rocksdb://", description="Faust table store URL: rocksdb:// (durable) or memory://."
+    )
+    data_dir: Path = Field(
+        Path("var/stream-rec"), description="Worker data folder (tables, RocksDB, registry)."
+    )
+    web_port: int = Field(6066, ge=0, le=65535, description="Faust web/metrics port of a worker.")
+    web_host: str = Field(
+        "127.0.0.1",
+        description="Address the worker's web/metrics server binds (0.0.0.0 in a container).",
+    )
+    model_path: Path | None = Field(
+        None,
+        description="Model registry folder or one exported model folder; unset = fallback scorer.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Inference/training device; auto = CUDA when present."
+    )
+
+    # --- local tooling -------------------------------------------------------------------------
+    home: Path = Field(
+        default_factory=_default_home,
+        description="Cache folder for Kafka jars, datasets and the local broker's data.",
+    )
+    kafka_version: str = Field("4.1.1", description="Apache Kafka version of the local broker.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level of workers and tools."
+    )
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _check_servers(cls, v: str) -> str:
+        for part in v.split(","):
+            host, sep, port = part.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                msg = f"bootstrap server {part!r} is not host:port"
+                raise ValueError(msg)
+        return v
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _check_prefix(cls, v: str) -> str:
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        if not set(v) <= allowed:
+            msg = f"topic prefix {v!r} may only hold letters, digits, '.', '_' and '-'"
+            raise ValueError(msg)
+        return v
+
+    @model_validator(mode="after")
+    def _check_security(self) -> Settings:
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            msg = "SASL protocols need sasl_mechanism, sasl_username and sasl_password"
+            raise ValueError(msg)
+        if not self.table_store.startswith(("rocksdb://", "memory://")):
+            msg = f"table_store {self.table_store!r} must start with rocksdb:// or memory://"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def bootstrap_list(self) -> list[str]:
+        return [s.strip() for s in self.bootstrap_servers.split(",")]
+
+    def kafka_client_kwargs(self) -> dict[str, object]:
+        """Security keyword arguments shared by every aiokafka client we create."""
+        kwargs: dict[str, object] = {"security_protocol": self.security_protocol}
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            import ssl
+
+            ctx = ssl.create_default_context(
+                cafile=str(self.ssl_cafile) if self.ssl_cafile else None
+            )
+            if self.ssl_certfile:
+                ctx.load_cert_chain(
+                    str(self.ssl_certfile), str(self.ssl_keyfile) if self.ssl_keyfile else None
+                )
+            kwargs["ssl_context"] = ctx
+        if self.security_protocol.startswith("SASL"):
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        return kwargs
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings, turning validation errors into one readable :class:`ConfigError`."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "settings"
+            env = f"STREAM_REC_{loc.upper()}" if err["loc"] else "settings"
+            lines.append(f"  {env}: {err['msg']}")
+        msg = "invalid configuration:\n" + "\n".join(lines)
+        raise ConfigError(msg) from None

@@ -1,0 +1,112 @@
+"""Topic names of the public contract and their creation (``stream-rec topics create``)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from stream_rec.settings import Settings
+
+BEHAVIOR = "behavior"
+ITEMS = "items"
+FEEDBACK = "feedback"
+RECOMMENDATIONS = "recommendations"
+DEAD_LETTERS = "dead-letters"
+METRICS = "metrics"
+MODEL_UPDATES = "model-updates"
+TRAINING_REQUESTS = "training-requests"
+
+PUBLIC = (BEHAVIOR, ITEMS, FEEDBACK, RECOMMENDATIONS, DEAD_LETTERS, METRICS)
+INTERNAL = (MODEL_UPDATES, TRAINING_REQUESTS)
+# Compacted: the latest value per key is the state (the catalogue, the current model).
+COMPACTED = {ITEMS, MODEL_UPDATES}
+# Single-partition: strict order for every reader.
+SINGLE_PARTITION = {MODEL_UPDATES, METRICS}
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str
+
+    def name(self, short: str) -> str:
+        return f"{self.prefix}{short}"
+
+    @property
+    def behavior(self) -> str:
+        return self.name(BEHAVIOR)
+
+    @property
+    def items(self) -> str:
+        return self.name(ITEMS)
+
+    @property
+    def feedback(self) -> str:
+        return self.name(FEEDBACK)
+
+    @property
+    def recommendations(self) -> str:
+        return self.name(RECOMMENDATIONS)
+
+    @property
+    def dead_letters(self) -> str:
+        return self.name(DEAD_LETTERS)
+
+    @property
+    def metrics(self) -> str:
+        return self.name(METRICS)
+
+    @property
+    def model_updates(self) -> str:
+        return self.name(MODEL_UPDATES)
+
+    @property
+    def training_requests(self) -> str:
+        return self.name(TRAINING_REQUESTS)
+
+
+async def create_topics(settings: Settings) -> dict[str, str]:
+    """Create every topic that is missing; return {topic: 'created'|'exists'}."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    t = Topics(settings.topic_prefix)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_list, **settings.kafka_client_kwargs()
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = []
+        result: dict[str, str] = {}
+        for short in PUBLIC + INTERNAL:
+            name = t.name(short)
+            if name in existing:
+                result[name] = "exists"
+                continue
+            configs = {"cleanup.policy": "compact"} if short in COMPACTED else {}
+            parts = 1 if short in SINGLE_PARTITION else settings.partitions
+            wanted.append(NewTopic(name, parts, settings.replication_factor, topic_configs=configs))
+            result[name] = "created"
+        if wanted:
+            resp = await admin.create_topics(wanted)
+            for name, code, message in _topic_errors(resp):
+                if code == 36:  # TOPIC_ALREADY_EXISTS: another process won the race
+                    result[name] = "exists"
+                elif code:
+                    msg = f"creating topic {name} failed: error {code} {message or ''}"
+                    raise RuntimeError(msg)
+        return result
+    finally:
+        await admin.close()
+
+
+def _topic_errors(resp: object) -> list[tuple[str, int, str | None]]:
+    out = []
+    for entry in getattr(resp, "topic_errors", []):
+        name, code = entry[0], entry[1]
+        message = entry[2] if len(entry) > 2 else None
+        out.append((name, code, message))
+    return out
+
+
+def create_topics_sync(settings: Settings) -> dict[str, str]:
+    return asyncio.run(create_topics(settings))
