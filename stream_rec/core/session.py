@@ -7,7 +7,10 @@ msgpack codec stores them compactly and old workers can read new fields.
 
 from __future__ import annotations
 
+import math
 from typing import Any, TypedDict
+
+import msgpack
 
 from stream_rec.schemas import Behavior
 
@@ -25,16 +28,49 @@ def new_session() -> Session:
 
 
 def from_stored(value: Any) -> Session:
-    """Read a stored table value, tolerating absent or older-shaped values."""
-    if not isinstance(value, dict):
-        return new_session()
+    """Read a stored value, tolerating absent, older-shaped or damaged fields field by field."""
     s = new_session()
-    s["items"] = [str(x) for x in value.get("items", [])]
-    s["seen"] = [str(x) for x in value.get("seen", [])]
-    s["n"] = int(value.get("n", 0))
-    s["counts"] = {str(k): int(v) for k, v in dict(value.get("counts", {})).items()}
-    s["last_ts"] = float(value.get("last_ts", 0.0))
+    if not isinstance(value, dict):
+        return s
+    items, seen, counts = value.get("items"), value.get("seen"), value.get("counts")
+    if isinstance(items, list):
+        s["items"] = [str(x) for x in items]
+    if isinstance(seen, list):
+        s["seen"] = [str(x) for x in seen]
+    if isinstance(counts, dict):
+        s["counts"] = {str(k): n for k, v in counts.items() if (n := _as_int(v)) is not None}
+    if (n := _as_int(value.get("n"))) is not None:
+        s["n"] = n
+    try:
+        ts = float(value.get("last_ts", 0.0))
+        s["last_ts"] = ts if math.isfinite(ts) else 0.0
+    except (TypeError, ValueError):
+        pass
     return s
+
+
+def _as_int(v: Any) -> int | None:
+    if isinstance(v, bool):
+        return None
+    try:
+        return int(v)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def encode_session(session: Session) -> bytes:
+    """The table value: msgpack of the session dict."""
+    return bytes(msgpack.packb(session, use_bin_type=True))
+
+
+def decode_session(raw: bytes | None) -> Session:
+    """A table value back to a session; unreadable bytes start the session afresh."""
+    if raw is None:
+        return new_session()
+    try:
+        return from_stored(msgpack.unpackb(raw, raw=False))
+    except Exception:  # noqa: BLE001 - a damaged value must not block the user's events
+        return new_session()
 
 
 def apply_event(

@@ -64,20 +64,19 @@ class PopularityCooccurrenceScorer:
             return [self._score_one(r, k) for r in requests]
 
     def _popular(self, k: int, exclude: frozenset[str]) -> list[ScoredItem]:
+        """Catalogue items by observed count; never-observed (cold) items after them."""
         total = sum(self._pop.values()) or 1
-        out: list[ScoredItem] = []
-        # Observed items by count, then catalogue items never seen (cold) in stable order.
-        for iid, c in self._pop.most_common(k + len(exclude)):
-            if iid not in exclude and iid in self._titles:
-                out.append(ScoredItem(iid, c / total, "popular now"))
-                if len(out) == k:
-                    return out
-        for iid in self._titles:
-            if len(out) == k:
-                break
-            if iid not in exclude and iid not in self._pop:
-                out.append(ScoredItem(iid, 0.0, "new in the catalogue"))
-        return out
+        ranked = heapq.nlargest(
+            k,
+            (iid for iid in self._titles if iid not in exclude),
+            key=lambda iid: (self._pop.get(iid, 0), iid),
+        )
+        return [
+            ScoredItem(iid, self._pop[iid] / total, "popular now")
+            if self._pop.get(iid)
+            else ScoredItem(iid, 0.0, "new in the catalogue")
+            for iid in ranked
+        ]
 
     def _score_one(self, req: ScoreRequest, k: int) -> list[ScoredItem]:
         exclude = req.exclude | frozenset(req.history)
