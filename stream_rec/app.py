@@ -19,8 +19,9 @@ from prometheus_client import generate_latest
 from stream_rec.core.session import decode_session
 from stream_rec.metrics import Metrics
 from stream_rec.serving.fallback import PopularityCooccurrenceScorer
-from stream_rec.serving.scorer import Scorer
+from stream_rec.serving.scorer import CatalogItem, Scorer
 from stream_rec.settings import Settings
+from stream_rec.tables import Tables, create_tables
 from stream_rec.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ class Pipeline:
     metrics: Metrics
     scorer: ScorerHolder
     executor: ThreadPoolExecutor
+    tables: Tables
+    catalog: dict[str, CatalogItem] = field(default_factory=dict)
     catalog_size: int = 0
     catalog_caught_up: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -66,12 +69,23 @@ def _credentials(settings: Settings) -> Any:
 
 
 def load_scorer(settings: Settings) -> Scorer:
-    """The model named by ``settings.model_path``, else the stream-learned fallback."""
+    """The current version under ``settings.model_path``, else the stream-learned fallback.
+
+    An empty registry (no version trained yet) is normal on a first deployment: the fallback
+    serves until the trainer announces a model. A version that exists but fails its checks
+    stops the worker at start with the reason.
+    """
     if settings.model_path is None:
         return PopularityCooccurrenceScorer()
-    from stream_rec.model.runtime import load_scorer as load_model_scorer
+    from stream_rec.model import registry
+    from stream_rec.model.runtime import OnnxScorer
 
-    return load_model_scorer(settings.model_path, settings)
+    try:
+        version_dir = registry.resolve(settings.model_path)
+    except registry.RegistryError as exc:
+        log.warning("no model yet (%s): serving the fallback scorer", exc)
+        return PopularityCooccurrenceScorer()
+    return OnnxScorer(version_dir, settings)
 
 
 def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
@@ -108,13 +122,15 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
         metrics=metrics,
         scorer=holder,
         executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer"),
+        tables=create_tables(app, settings),
     )
 
-    from stream_rec.agents import catalog, feedback, score
+    from stream_rec.agents import catalog, feedback, score, telemetry
 
     catalog.register(pipeline)
     score.register(pipeline)
     feedback.register(pipeline)
+    telemetry.register(pipeline)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
@@ -141,7 +157,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
         """An operator's look at one user's session (only on the worker holding its partition)."""
 
         async def get(self, request: Any, user_id: str) -> Any:
-            raw = pipeline.extra["sessions"].get(user_id.encode())
+            raw = pipeline.tables.sessions.get(user_id.encode())
             if raw is None:
                 return self.json({"user_id": user_id, "found": False}, status=404)
             session = decode_session(raw)

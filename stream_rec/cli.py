@@ -17,9 +17,11 @@ app = typer.Typer(help="stream_rec: real-time recommendations on Kafka.", no_arg
 broker_app = typer.Typer(help="The local single-node Kafka broker (development and tests).")
 topics_app = typer.Typer(help="Topic administration.")
 bench_app = typer.Typer(help="Benchmarks (print figures and write JSON; not tests).")
+model_app = typer.Typer(help="The model registry: list, promote, roll back.")
 app.add_typer(broker_app, name="broker")
 app.add_typer(topics_app, name="topics")
 app.add_typer(bench_app, name="bench")
+app.add_typer(model_app, name="model")
 console = Console()
 
 
@@ -123,6 +125,137 @@ def worker(
     pipeline = create_app(settings)
     w = Worker(pipeline.app, loglevel=settings.log_level, console_port=0)
     w.execute_from_commandline()
+
+
+@app.command()
+def status(
+    interval: Annotated[float, typer.Option(help="Seconds between the two offset samples.")] = 2.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Topics, group lag, throughput, dead letters, workers and model, from the live cluster."""
+    import json
+
+    from stream_rec.ops.status import render
+    from stream_rec.ops.status import status as cluster_status
+
+    doc = cluster_status(_settings(), interval=interval)
+    if as_json:
+        print(json.dumps(doc, indent=2, default=str))  # noqa: T201 - the command's output
+    else:
+        render(doc, console)
+
+
+@app.command()
+def trainer(
+    once: Annotated[bool, typer.Option(help="Exit after one training run.")] = False,
+) -> None:
+    """Run the trainer service: feedback windows → LoRA fine-tunes → gated promotion."""
+    from stream_rec.settings import ConfigError as _ConfigError
+    from stream_rec.topics import create_topics_sync
+    from stream_rec.training.service import run_trainer
+
+    settings = _settings()
+    logging.getLogger().setLevel(settings.log_level.upper())
+    create_topics_sync(settings)
+    try:
+        asyncio.run(run_trainer(settings, once=once))
+    except _ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        pass
+
+
+def _registry_root() -> Path:
+    settings = _settings()
+    if settings.model_path is None:
+        console.print("[red]set STREAM_REC_MODEL_PATH to the model registry folder[/red]")
+        raise typer.Exit(2)
+    return Path(settings.model_path)
+
+
+@model_app.command("list")
+def model_list() -> None:
+    """Versions in the registry, with their metrics; * marks the current one."""
+    from rich.table import Table
+
+    from stream_rec.model import registry
+
+    root = _registry_root()
+    try:
+        current = registry.resolve(root).name
+    except registry.RegistryError:
+        current = ""
+    t = Table(title=f"model registry {root}")
+    for col in ("", "version", "parent", "created_at", "metrics"):
+        t.add_column(col)
+    for v in registry.list_versions(root):
+        m = registry.read_manifest(root / "versions" / v)
+        figures = {
+            k: round(x, 4) for k, x in m.get("metrics", {}).items() if isinstance(x, int | float)
+        }
+        t.add_row("*" if v == current else "", v, str(m.get("parent", "")),
+                  str(m.get("created_at", "")), str(figures))  # fmt: skip
+    console.print(t)
+
+
+def _announce(version: str) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    from stream_rec.agents.models import encode_announcement
+    from stream_rec.model import registry
+    from stream_rec.topics import Topics, create_topics_sync
+
+    settings = _settings()
+    root = _registry_root()
+    try:
+        registry.verify(root / "versions" / version)
+    except registry.RegistryError as exc:
+        console.print(f"[red]refusing {version}: {exc}[/red]")
+        raise typer.Exit(1) from None
+    registry.set_current(root, version)
+    create_topics_sync(settings)
+
+    async def send() -> None:
+        p = AIOKafkaProducer(
+            bootstrap_servers=settings.bootstrap_list, acks="all", **settings.kafka_client_kwargs()
+        )
+        await p.start()
+        try:
+            await p.send_and_wait(
+                Topics(settings.topic_prefix).model_updates,
+                encode_announcement(version, by="operator"),
+                key=b"current",
+            )
+        finally:
+            await p.stop()
+
+    asyncio.run(send())
+    console.print(f"announced {version}: workers swap to it between batches")
+
+
+@model_app.command("promote")
+def model_promote(version: str) -> None:
+    """Make VERSION current and announce it to every worker."""
+    _announce(version)
+
+
+@model_app.command("rollback")
+def model_rollback() -> None:
+    """Announce the current version's parent (or the previous version) again."""
+    from stream_rec.model import registry
+
+    root = _registry_root()
+    current = registry.resolve(root).name
+    parent = registry.read_manifest(root / "versions" / current).get("parent")
+    versions = registry.list_versions(root)
+    if not parent or parent not in versions:
+        older = [v for v in versions if v < current]
+        if not older:
+            console.print(f"[red]{current} has no earlier version to roll back to[/red]")
+            raise typer.Exit(1)
+        parent = older[-1]
+    _announce(str(parent))
 
 
 @app.command()

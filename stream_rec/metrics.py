@@ -40,10 +40,32 @@ class Metrics:
             "Event ts to recommendation emitted (meaningful when producers stamp ts at send)",
             buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
+        self.feedback_examples = Counter(
+            "stream_rec_feedback_examples",
+            "Labelled examples from feedback (matched = joined to its recommendation)",
+            ["label", "matched"], registry=r,
+        )  # fmt: skip
+        self.model_swaps = Counter(
+            "stream_rec_model_swaps", "Serving model swaps on this worker", registry=r
+        )
+        self.model_load_failures = Counter(
+            "stream_rec_model_load_failures", "Announced models this worker refused to serve",
+            ["reason"], registry=r,
+        )  # fmt: skip
         self.catalog_items = Gauge("stream_rec_catalog_items", "Items the scorer knows", registry=r)
         self.model_info = Gauge(
             "stream_rec_model_info", "Serving model version (value 1)", ["version"], registry=r
         )
+        self.consumer_lag = Gauge(
+            "stream_rec_consumer_lag",
+            "Messages not yet committed by this worker's consumer group, per assigned input "
+            "partition (end offset minus committed offset); updated every metrics interval",
+            ["topic", "partition"], registry=r,
+        )  # fmt: skip
+        self.snapshots = Counter(
+            "stream_rec_metrics_snapshots",
+            "Metrics snapshots published to the metrics topic by this worker", registry=r,
+        )  # fmt: skip
 
     def set_model(self, version: str) -> None:
         self.model_info.clear()

@@ -90,6 +90,36 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Inference/training device; auto = CUDA when present."
     )
+    metrics_interval_s: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds between a worker's consumer-lag updates and metrics-topic snapshots.",
+    )
+
+    # --- learning loop -----------------------------------------------------------------------
+    rec_context_ttl_s: float = Field(
+        3600.0, gt=0, description="How long a recommendation can be joined to its feedback."
+    )
+    rec_context_per_user: int = Field(
+        20, ge=1, le=1000, description="Recommendations kept per user for feedback joins."
+    )
+    positive_rating: float = Field(4.0, description="Ratings at or above this are positives.")
+    window_seconds: float = Field(
+        300.0, gt=0, description="Tumbling training window length (event time of arrival)."
+    )
+    window_examples: int = Field(
+        2000, ge=1, description="A window also closes once it holds this many examples."
+    )
+    window_min_examples: int = Field(
+        200, ge=1, description="Closed windows smaller than this merge into the next one."
+    )
+    promote_tolerance: float = Field(
+        0.0, ge=0, description="A candidate may be this much worse (HR@10) and still promoted."
+    )
+    replay_examples: int = Field(
+        5000, ge=0, description="Older examples kept and mixed into each incremental fine-tune."
+    )
+    finetune_epochs: int = Field(3, ge=1, le=100, description="Epochs per incremental fine-tune.")
 
     # --- local tooling -------------------------------------------------------------------------
     home: Path = Field(

@@ -15,13 +15,14 @@ DEAD_LETTERS = "dead-letters"
 METRICS = "metrics"
 MODEL_UPDATES = "model-updates"
 TRAINING_REQUESTS = "training-requests"
+TRAINING_EXAMPLES = "training-examples"
 
 PUBLIC = (BEHAVIOR, ITEMS, FEEDBACK, RECOMMENDATIONS, DEAD_LETTERS, METRICS)
-INTERNAL = (MODEL_UPDATES, TRAINING_REQUESTS)
+INTERNAL = (MODEL_UPDATES, TRAINING_REQUESTS, TRAINING_EXAMPLES)
 # Compacted: the latest value per key is the state (the catalogue, the current model).
 COMPACTED = {ITEMS, MODEL_UPDATES}
 # Single-partition: strict order for every reader.
-SINGLE_PARTITION = {MODEL_UPDATES, METRICS}
+SINGLE_PARTITION = {MODEL_UPDATES, METRICS, TRAINING_REQUESTS}
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,10 @@ class Topics:
     @property
     def training_requests(self) -> str:
         return self.name(TRAINING_REQUESTS)
+
+    @property
+    def training_examples(self) -> str:
+        return self.name(TRAINING_EXAMPLES)
 
 
 async def create_topics(settings: Settings) -> dict[str, str]:

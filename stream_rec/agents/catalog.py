@@ -67,6 +67,7 @@ async def replicate_catalog(pipeline: Pipeline) -> None:
             items[it.item_id] = CatalogItem(it.item_id, it.title, it.text, it.attributes)
         if not items:
             return
+        pipeline.catalog.update(items)
         scorer = pipeline.scorer.current
         await loop.run_in_executor(pipeline.executor, scorer.upsert_items, list(items.values()))
         n = getattr(scorer, "n_items", None)

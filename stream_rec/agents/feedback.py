@@ -1,14 +1,23 @@
-"""``record_feedback``: validates the ``feedback`` topic and counts labels.
+"""``record_feedback``: feedback → labelled training examples (``training-examples``).
 
-Invalid feedback goes to dead letters like any other input. Turning feedback into labelled
-training windows is the learning loop's job (its own agent, built on this one).
+Each valid feedback event is joined to the recommendation it answers through the
+``rec_context`` table (same user key, same partition): the user's history when the
+recommendation was made becomes the example's context. Feedback with an unknown or expired
+``rec_id`` is still used, with the user's current session as context, and counted as
+unmatched. Labels: click/purchase/high rating = 1; impression/dismiss/low rating = 0. The
+trainer windows the examples (:mod:`stream_rec.training`).
 """
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
+import msgpack
+
 from stream_rec.agents.common import limits, send_dead_letter
+from stream_rec.core.context import example, label_of, lookup
+from stream_rec.core.session import decode_session
 from stream_rec.schemas import InvalidEvent, decode_feedback
 
 if TYPE_CHECKING:
@@ -16,13 +25,17 @@ if TYPE_CHECKING:
 
 
 def register(pipeline: Pipeline) -> None:
-    app = pipeline.app
+    app, settings, metrics = pipeline.app, pipeline.settings, pipeline.metrics
     topic = app.topic(
         pipeline.topics.feedback,
         key_serializer="raw",
         value_serializer="raw",
-        partitions=pipeline.settings.partitions,
+        partitions=settings.partitions,
     )
+    examples_topic = app.topic(
+        pipeline.topics.training_examples, key_serializer="raw", value_serializer="raw"
+    )
+    sessions, rec_context = pipeline.tables.sessions, pipeline.tables.rec_context
 
     @app.agent(topic, name="record_feedback")
     async def record_feedback(stream: Any) -> None:
@@ -30,7 +43,22 @@ def register(pipeline: Pipeline) -> None:
         async for event in stream.events():
             try:
                 fb = decode_feedback(event.value, **lim)
+                if event.key is not None and event.key != fb.user_id.encode():
+                    msg = f"message key {event.key[:64]!r} is not the event's user_id"
+                    raise InvalidEvent("key_mismatch", msg)  # noqa: EM101 - a metric label
             except InvalidEvent as exc:
                 await send_dead_letter(pipeline, event, exc)
                 continue
-            pipeline.metrics.events_in.labels(topic="feedback", event=fb.label).inc()
+            metrics.events_in.labels(topic="feedback", event=fb.label).inc()
+            key = fb.user_id.encode()
+            ctx = lookup(rec_context.get(key), fb.rec_id, time.time(), settings.rec_context_ttl_s)
+            if ctx is not None:
+                history = ctx["history"]
+            else:
+                history = decode_session(sessions.get(key))["items"]
+            label = label_of(fb.label, fb.value, settings.positive_rating)
+            ex = example(fb.user_id, history, fb.item_id, label, fb.ts, fb.rec_id, ctx is not None)
+            await examples_topic.send(key=key, value=msgpack.packb(ex, use_bin_type=True))
+            metrics.feedback_examples.labels(
+                label=str(label), matched="yes" if ctx is not None else "no"
+            ).inc()

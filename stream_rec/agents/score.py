@@ -20,9 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import msgpack
 from faust.streams import _current_event as _current_event_var
 
 from stream_rec.agents.common import limits, send_dead_letter
+from stream_rec.core.context import remember
 from stream_rec.core.session import Session, apply_event, decode_session, encode_session
 from stream_rec.schemas import Behavior, InvalidEvent, RecItem, Recommendation, encode
 from stream_rec.serving.scorer import ScoredItem, Scorer, ScoreRequest
@@ -68,26 +70,26 @@ def register(pipeline: Pipeline) -> None:
     recs_topic = app.topic(
         pipeline.topics.recommendations, key_serializer="raw", value_serializer="raw"
     )
-    sessions = app.Table(
-        "sessions",
-        default=None,
-        partitions=settings.partitions,
-        # Raw bytes both ways: keys are the behavior topic's key bytes, values are msgpack
-        # (encoded by core.session), so store, changelog and recovery agree on the format.
-        key_type=bytes,
-        value_type=bytes,
-        help="Per-user session state (recent items, seen items, counts), keyed by user_id.",
+    examples_topic = app.topic(
+        pipeline.topics.training_examples, key_serializer="raw", value_serializer="raw"
     )
-    pipeline.extra["sessions"] = sessions
+    sessions = pipeline.tables.sessions
+    rec_context = pipeline.tables.rec_context
     lim = limits(pipeline)
+
+    async def forget(key: bytes) -> None:
+        """Delete the user's state everywhere (changelog tombstones) and tell the trainer."""
+        sessions.pop(key, None)
+        rec_context.pop(key, None)
+        await examples_topic.send(key=key, value=forget_marker(key.decode(errors="replace")))
+        metrics.forgets.inc()
 
     async def handle(stream: Any, event: Any) -> Job | None:
         """Validate one event and apply it to the table; return the scoring job, if any."""
         key: bytes | None = event.key
         if event.value is None:  # tombstone on a user key = forget that user
             if key:
-                sessions.pop(key, None)
-                metrics.forgets.inc()
+                await forget(key)
                 metrics.events_in.labels(topic="behavior", event="forget").inc()
             return None
         try:
@@ -102,8 +104,7 @@ def register(pipeline: Pipeline) -> None:
             return None
         metrics.events_in.labels(topic="behavior", event=ev.event).inc()
         if ev.event == "forget":
-            sessions.pop(key, None)
-            metrics.forgets.inc()
+            await forget(key)
             return None
         before: Session = decode_session(sessions.get(key))
         after = apply_event(before, ev, max_items=settings.session_length)
@@ -164,8 +165,19 @@ def register(pipeline: Pipeline) -> None:
                     emitted_ts=now,
                 )
                 await recs_topic.send(key=job.key, value=encode(rec, settings.output_codec))
+                _make_current(job.source)  # the context lands on the user's partition
+                rec_context[job.key] = remember(
+                    rec_context.get(job.key), job.rec_id, now, job.request.history,
+                    [i.item_id for i in items], max_recs=settings.rec_context_per_user,
+                    ttl_s=settings.rec_context_ttl_s,
+                )  # fmt: skip
                 metrics.e2e_seconds.observe(max(0.0, now - job.event.ts))
             metrics.recommendations.inc(len(jobs))
+
+
+def forget_marker(user_id: str) -> bytes:
+    """Tells the trainer to drop the user's pending examples (msgpack, internal topic)."""
+    return bytes(msgpack.packb({"forget": user_id}, use_bin_type=True))
 
 
 def _make_current(event: Any) -> None:

@@ -13,13 +13,17 @@ from __future__ import annotations
 import heapq
 import math
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
+
+import numpy as np
 
 from stream_rec.serving.scorer import CatalogItem, ScoredItem, ScoreRequest
 
 _WINDOW = 5  # how many previous items co-occur with a new one
 _MAX_NEIGHBOURS = 200  # per item; the weakest half is pruned beyond twice this
+_REFRESH_S = 1.0  # how stale a cached neighbour list may get while its counts change
 
 
 class PopularityCooccurrenceScorer:
@@ -30,6 +34,10 @@ class PopularityCooccurrenceScorer:
         self._titles: dict[str, str] = {}
         self._pop: Counter[str] = Counter()
         self._co: dict[str, Counter[str]] = {}
+        self._index: dict[str, int] = {}  # catalogue item → row in self._ids
+        self._ids: list[str] = []
+        self._nb_cache: dict[str, tuple[float, np.ndarray, np.ndarray]] = {}
+        self._dirty: set[str] = set()
         self._lock = threading.Lock()  # observe() runs on the loop, score() in a thread
 
     @property
@@ -44,6 +52,10 @@ class PopularityCooccurrenceScorer:
         with self._lock:
             for it in items:
                 self._titles[it.item_id] = it.title
+                if it.item_id not in self._index:
+                    self._index[it.item_id] = len(self._ids)
+                    self._ids.append(it.item_id)
+                    self._dirty.update(self._co.get(it.item_id, ()))
 
     def observe(self, user_id: str, history: Sequence[str], item_id: str, event: str) -> None:
         if event == "forget" or not item_id:
@@ -56,6 +68,7 @@ class PopularityCooccurrenceScorer:
                 for a, b in ((prev, item_id), (item_id, prev)):
                     nb = self._co.setdefault(a, Counter())
                     nb[b] += 1
+                    self._dirty.add(a)
                     if len(nb) > 2 * _MAX_NEIGHBOURS:
                         self._co[a] = Counter(dict(nb.most_common(_MAX_NEIGHBOURS)))
 
@@ -78,30 +91,59 @@ class PopularityCooccurrenceScorer:
             for iid in ranked
         ]
 
+    def _neighbours(self, src: str, now: float) -> tuple[np.ndarray, np.ndarray]:
+        """``src``'s co-occurring catalogue items and popularity-normalised weights (cached).
+
+        Rebuilt when ``src`` gained counts and the cache is older than ``_REFRESH_S``: a
+        slightly stale neighbour list is fine for a fallback and keeps scoring vectorised.
+        """
+        cached = self._nb_cache.get(src)
+        if cached is not None and (src not in self._dirty or now - cached[0] < _REFRESH_S):
+            return cached[1], cached[2]
+        nb = self._co.get(src)
+        ids = [c for c in nb if c in self._titles] if nb else []
+        idx = np.fromiter((self._index[c] for c in ids), dtype=np.int64, count=len(ids))
+        w = np.fromiter(
+            (nb[c] / math.sqrt(self._pop[c] or 1) for c in ids) if nb else (),
+            dtype=np.float64,
+            count=len(ids),
+        )
+        self._nb_cache[src] = (now, idx, w)
+        self._dirty.discard(src)
+        return idx, w
+
     def _score_one(self, req: ScoreRequest, k: int) -> list[ScoredItem]:
-        exclude = req.exclude | frozenset(req.history)
         recent = list(req.history[-_WINDOW:])
-        scores: dict[str, float] = {}
-        best_src: dict[str, tuple[float, str]] = {}
+        now = time.monotonic()
+        parts_idx, parts_w = [], []
         for pos, src in enumerate(recent):
-            weight = 0.5 ** (len(recent) - 1 - pos)  # the latest item counts most
-            for cand, c in self._co.get(src, Counter()).items():
-                if cand in exclude or cand not in self._titles:
+            idx, w = self._neighbours(src, now)
+            if len(idx):
+                parts_idx.append(idx)
+                parts_w.append(w * 0.5 ** (len(recent) - 1 - pos))  # the latest counts most
+        out: list[ScoredItem] = []
+        exclude = req.exclude
+        history = set(req.history)
+        if parts_idx:
+            cand, inv = np.unique(np.concatenate(parts_idx), return_inverse=True)
+            scores = np.bincount(inv, weights=np.concatenate(parts_w))
+            for j in np.argsort(-scores, kind="stable"):
+                iid = self._ids[cand[j]]
+                if iid in exclude or iid in history:
                     continue
-                s = weight * c / math.sqrt(self._pop[cand] or 1)
-                scores[cand] = scores.get(cand, 0.0) + s
-                if s > best_src.get(cand, (0.0, ""))[0]:
-                    best_src[cand] = (s, src)
-        top = heapq.nlargest(k, scores.items(), key=lambda kv: (kv[1], kv[0]))
-        out = [
-            ScoredItem(
-                iid,
-                float(s),
-                f"because you watched {self._titles.get(best_src[iid][1], best_src[iid][1])}",
-            )
-            for iid, s in top
-        ]
+                out.append(ScoredItem(iid, float(scores[j]), self._reason(iid, recent)))
+                if len(out) == k:
+                    break
         if len(out) < k:
-            have = exclude | {x.item_id for x in out}
+            have = exclude | history | {x.item_id for x in out}
             out.extend(self._popular(k - len(out), frozenset(have)))
         return out
+
+    def _reason(self, iid: str, recent: list[str]) -> str:
+        best, best_w = recent[-1], -1.0
+        for pos, src in enumerate(recent):
+            nb = self._co.get(src)
+            w = (nb.get(iid, 0) if nb else 0) * 0.5 ** (len(recent) - 1 - pos)
+            if w > best_w:
+                best, best_w = src, w
+        return f"because you watched {self._titles.get(best, best)}"

@@ -1,0 +1,60 @@
+"""The benchmark's anchor: a bare Faust agent that only counts events per key in a table.
+
+Same broker, same Faust settings and the same input as the pipeline, but no decoding,
+validation, scoring or output: what Faust itself costs per event on this machine.
+Run as ``python -m stream_rec.bench.bare`` with the worker's ``STREAM_REC_*`` variables.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from stream_rec.settings import Settings, load_settings
+
+
+def create_bare_app(settings: Settings) -> faust.App:
+    app = faust.App(
+        f"{settings.app_id}-bare",
+        broker=[f"kafka://{s}" for s in settings.bootstrap_list],
+        store=settings.table_store,
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+        broker_rebalance_timeout=20.0,
+        broker_commit_interval=1.0,
+        stream_wait_empty=False,
+        producer_linger=0.001,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        autodiscover=False,
+    )
+    topic = app.topic(
+        f"{settings.topic_prefix}behavior",
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+    counts = app.Table("bare_counts", default=int, partitions=settings.partitions, key_type=bytes)
+
+    @app.agent(topic, name="bare_count")
+    async def bare_count(stream: Any) -> None:
+        async for event in stream.events():
+            counts[event.key] += 1
+
+    return app
+
+
+def main() -> None:
+    from faust.worker import Worker
+
+    settings = load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    Worker(create_bare_app(settings), loglevel="warning", console_port=0).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()

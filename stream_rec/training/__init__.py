@@ -1,0 +1,1 @@
+"""The learning loop's trainer service: windows of labelled examples → LoRA fine-tunes."""

@@ -1,0 +1,341 @@
+"""``stream-rec trainer``: the learning loop's own process (never inside a scoring worker).
+
+Two loops over Kafka, each committing only what it has finished with (at-least-once):
+
+* **windowing** — consumes ``training-examples`` (labelled by the workers' ``record_feedback``),
+  keeps tumbling windows (:class:`~stream_rec.training.windows.Windower`), and publishes each
+  closed window as a training request (msgpack, examples inline) on ``training-requests``.
+  Offsets are committed only up to the last example of a published window, so a crash
+  re-reads the open window instead of losing it. A ``forget`` marker drops a user's pending
+  examples.
+* **training** — consumes ``training-requests``; for each: positives become next-item
+  sequences, the newest 20 % are held out; :func:`stream_rec.model.lora.finetune_incremental`
+  fine-tunes LoRA adapters on the rest plus a replay sample of older windows, and the
+  candidate is promoted only if its held-out HR@10 (and, when the base version ships
+  validation targets, theirs) is not worse than the serving model's by more than
+  ``promote_tolerance``. Promotion = a registry version written atomically (ONNX export with
+  the parity check) + an announcement on ``model-updates`` that every worker follows. A
+  failed, crashed or rejected run changes nothing that is served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from stream_rec.settings import ConfigError, Settings
+from stream_rec.topics import Topics
+from stream_rec.training.windows import Window, Windower
+
+log = logging.getLogger(__name__)
+HOLDOUT_FRACTION = 0.2
+
+
+class TrainerMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.examples = Counter(
+            "stream_rec_trainer_examples", "Examples consumed", ["label"], registry=r
+        )
+        self.windows = Counter(
+            "stream_rec_trainer_windows", "Windows closed and published", registry=r
+        )
+        self.runs = Counter(
+            "stream_rec_training_runs", "Training runs by outcome", ["outcome"], registry=r
+        )
+        self.seconds = Histogram(
+            "stream_rec_training_seconds", "Wall time of one training run",
+            buckets=(5, 10, 20, 30, 60, 90, 120, 180, 300, 600), registry=r,
+        )  # fmt: skip
+        self.pending = Gauge(
+            "stream_rec_trainer_pending_examples", "Examples in the open window", registry=r
+        )
+        self.serving = Gauge(
+            "stream_rec_trainer_serving_info", "Version last promoted (value 1)", ["version"],
+            registry=r,
+        )  # fmt: skip
+
+
+@dataclass
+class Outcome:
+    outcome: str  # promoted | rejected | failed | skipped
+    version: str | None
+    detail: dict[str, Any]
+
+
+def hit_rate_at_k(scores: np.ndarray, histories: Sequence[Sequence[int]], targets: Sequence[int],
+                  k: int = 10) -> float:  # fmt: skip
+    """HR@k with each user's history items excluded (the offline protocol's ranking rule)."""
+    if not len(targets):
+        return 0.0
+    s = np.array(scores, dtype=np.float64, copy=True)
+    hits = 0
+    for row, (hist, target) in enumerate(zip(histories, targets, strict=True)):
+        excl = [i for i in hist if i != target]
+        s[row, excl] = -np.inf
+        top = np.argpartition(-s[row], k)[:k] if s.shape[1] > k else np.arange(s.shape[1])
+        hits += int(target in set(top.tolist()))
+    return hits / len(targets)
+
+
+class Trainer:
+    """Runs one training request to an outcome (plain Python; the service calls it)."""
+
+    def __init__(self, settings: Settings, registry_root: Path) -> None:
+        self.settings = settings
+        self.root = registry_root
+        self.replay_path = registry_root / "trainer" / "replay.msgpack"
+        self.replay: list[list[str]] = self._load_replay()
+        self.rng = random.Random(0)  # noqa: S311 - sampling, not security
+
+    def _load_replay(self) -> list[list[str]]:
+        try:
+            data = msgpack.unpackb(self.replay_path.read_bytes(), raw=False)
+            return [list(map(str, s)) for s in data]
+        except (OSError, ValueError, TypeError, msgpack.UnpackException):
+            return []
+
+    def _save_replay(self) -> None:
+        self.replay_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.replay_path.with_suffix(".tmp")
+        tmp.write_bytes(msgpack.packb(self.replay, use_bin_type=True))
+        tmp.replace(self.replay_path)
+
+    def run(self, request: dict[str, Any]) -> Outcome:
+        from stream_rec.model import registry
+        from stream_rec.model.lora import finetune_incremental
+
+        examples = [e for e in request.get("examples", []) if isinstance(e, dict)]
+        positives = sorted(
+            (e for e in examples if e.get("label") == 1 and e.get("item_id")),
+            key=lambda e: float(e.get("ts", 0.0)),
+        )
+        if len(positives) < 5:
+            return Outcome("skipped", None, {"reason": "fewer than 5 positive examples"})
+        try:
+            base_dir = registry.resolve(self.root)
+        except registry.RegistryError as exc:
+            return Outcome("skipped", None, {"reason": f"no base model: {exc}"})
+        n_hold = max(1, int(len(positives) * HOLDOUT_FRACTION))
+        train, held = positives[:-n_hold], positives[-n_hold:]
+        seqs = [[*map(str, e.get("history", [])), str(e["item_id"])] for e in train]
+        replay = self.rng.sample(self.replay, min(len(self.replay), max(len(seqs), 1) * 2))
+        gate = self._gate(base_dir, held)
+        t0 = time.perf_counter()
+        new_dir = finetune_incremental(
+            base_dir, seqs, replay, self.root, self.settings,
+            epochs=self.settings.finetune_epochs, gate=gate,
+            min_gain=-self.settings.promote_tolerance, make_current=True,
+        )  # fmt: skip
+        wall = time.perf_counter() - t0
+        self._remember(seqs)
+        detail = {
+            "examples": len(examples),
+            "positives": len(positives),
+            "held_out": len(held),
+            "replay": len(replay),
+            "wall_s": wall,
+            "gate_base": getattr(gate, "last_scores", {}).get("base"),
+            "gate_new": getattr(gate, "last_scores", {}).get("new"),
+            "parent": registry.read_manifest(base_dir)["version"],
+        }
+        if new_dir is None:
+            return Outcome("rejected", None, detail)
+        return Outcome("promoted", registry.read_manifest(new_dir)["version"], detail)
+
+    def _remember(self, seqs: list[list[str]]) -> None:
+        self.replay.extend(seqs)
+        cap = self.settings.replay_examples
+        if len(self.replay) > cap:
+            self.replay = self.rng.sample(self.replay, cap)
+        self._save_replay()
+
+    def _gate(self, base_dir: Path, held: list[dict[str, Any]]) -> Any:
+        """HR@10 on the held-out feedback (+ the version's validation targets if shipped)."""
+        from stream_rec.model.train import TorchRanker
+
+        items = json.loads((base_dir / "items.json").read_text(encoding="utf-8"))["item_ids"]
+        index = {iid: i for i, iid in enumerate(items)}
+        sets: list[tuple[list[list[int]], list[int]]] = []
+        hist = [[index[i] for i in map(str, e.get("history", [])) if i in index] for e in held]
+        tgt = [index.get(str(e["item_id"]), -1) for e in held]
+        keep = [n for n, t in enumerate(tgt) if t >= 0]
+        sets.append(([hist[n] for n in keep], [tgt[n] for n in keep]))
+        val_file = base_dir / "validation.json"
+        if val_file.is_file():
+            val = json.loads(val_file.read_text(encoding="utf-8"))
+            vh = [[index[i] for i in h if i in index] for h in val["histories"]]
+            vt = [index.get(t, -1) for t in val["targets"]]
+            ok = [n for n, t in enumerate(vt) if t >= 0]
+            sets.append(([vh[n] for n in ok], [vt[n] for n in ok]))
+
+        def gate(model: Any) -> float:
+            ranker = TorchRanker(model)
+            values = []
+            for h, t in sets:
+                if t:
+                    values.append(hit_rate_at_k(ranker.score(h), h, t))
+            score = float(np.mean(values)) if values else 0.0
+            gate.last_scores["base" if "base" not in gate.last_scores else "new"] = score  # type: ignore[attr-defined]
+            return score
+
+        gate.last_scores = {}  # type: ignore[attr-defined]
+        return gate
+
+
+def decode_example(raw: bytes | None) -> dict[str, Any] | None:
+    if not raw:
+        return None
+    try:
+        value = msgpack.unpackb(raw, raw=False)
+    except Exception:  # noqa: BLE001 - a garbled example is skipped and counted
+        return None
+    return value if isinstance(value, dict) else None
+
+
+async def run_trainer(settings: Settings, *, once: bool = False) -> None:
+    """The service: windowing and training loops until cancelled (or one run with ``once``)."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    from stream_rec.agents.models import encode_announcement
+    from stream_rec.schemas import encode
+
+    if settings.model_path is None:
+        msg = "the trainer needs STREAM_REC_MODEL_PATH (the model registry folder)"
+        raise ConfigError(msg)
+    root = Path(settings.model_path)
+    root.mkdir(parents=True, exist_ok=True)
+    topics = Topics(settings.topic_prefix)
+    metrics = TrainerMetrics()
+    if settings.web_port:
+        start_http_server(settings.web_port, addr=settings.web_host, registry=metrics.registry)
+    kw = settings.kafka_client_kwargs()
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_list, acks="all", **kw)
+    ex_consumer = AIOKafkaConsumer(
+        topics.training_examples, bootstrap_servers=settings.bootstrap_list,
+        group_id=f"{settings.app_id}-trainer", enable_auto_commit=False,
+        auto_offset_reset="earliest", **kw,
+    )  # fmt: skip
+    req_consumer = AIOKafkaConsumer(
+        topics.training_requests, bootstrap_servers=settings.bootstrap_list,
+        group_id=f"{settings.app_id}-trainer-requests", enable_auto_commit=False,
+        auto_offset_reset="earliest", max_poll_interval_ms=3_600_000, **kw,
+    )  # fmt: skip
+    await producer.start()
+    await ex_consumer.start()
+    await req_consumer.start()
+    windower = Windower(
+        settings.window_seconds, settings.window_examples, settings.window_min_examples
+    )
+    trainer = Trainer(settings, root)
+    loop = asyncio.get_running_loop()
+    window_no = 0
+
+    async def publish(w: Window, offsets: dict[Any, int]) -> None:
+        nonlocal window_no
+        window_no += 1
+        req = {
+            "window": window_no,
+            "opened_at": w.opened_at,
+            "closed_at": time.time(),
+            "merged": w.merged,
+            "examples": w.examples,
+        }
+        await producer.send_and_wait(
+            topics.training_requests, msgpack.packb(req, use_bin_type=True), key=b"window"
+        )
+        await ex_consumer.commit({tp: o + 1 for tp, o in offsets.items()})
+        metrics.windows.inc()
+        log.info("window %d closed: %d examples", window_no, len(w.examples))
+
+    async def windowing() -> None:
+        offsets: dict[Any, int] = {}
+        while True:
+            batches = await ex_consumer.getmany(timeout_ms=500, max_records=2000)
+            for tp, recs in batches.items():
+                for rec in recs:
+                    offsets[tp] = rec.offset
+                    ex = decode_example(rec.value)
+                    if ex is None:
+                        metrics.examples.labels(label="garbled").inc()
+                        continue
+                    if "forget" in ex:
+                        windower.forget(str(ex["forget"]))
+                        continue
+                    metrics.examples.labels(label=str(ex.get("label"))).inc()
+                    closed = windower.add(ex, time.time())
+                    if closed is not None:
+                        await publish(closed, offsets)
+            closed = windower.tick(time.time())
+            if closed is not None:
+                await publish(closed, offsets)
+            metrics.pending.set(windower.pending())
+
+    async def training() -> None:
+        while True:
+            batches = await req_consumer.getmany(timeout_ms=1000, max_records=1)
+            for tp, recs in batches.items():
+                for rec in recs:
+                    try:
+                        req = msgpack.unpackb(rec.value, raw=False)
+                    except Exception:  # noqa: BLE001 - a garbled request is skipped
+                        req = {}
+                    t0 = time.perf_counter()
+                    try:
+                        out = await loop.run_in_executor(None, trainer.run, req)
+                    except Exception as exc:  # noqa: BLE001 - a crash changes nothing served
+                        log.exception("training run failed")
+                        out = Outcome("failed", None, {"error": repr(exc)})
+                    metrics.seconds.observe(time.perf_counter() - t0)
+                    metrics.runs.labels(outcome=out.outcome).inc()
+                    result = {
+                        "kind": "training_result",
+                        "window": req.get("window") if isinstance(req, dict) else None,
+                        "closed_at": req.get("closed_at") if isinstance(req, dict) else None,
+                        "outcome": out.outcome,
+                        "version": out.version,
+                        "ts": time.time(),
+                        **{k: v for k, v in out.detail.items() if k != "error"},
+                    }
+                    if out.outcome == "promoted" and out.version:
+                        await producer.send_and_wait(
+                            topics.model_updates,
+                            encode_announcement(out.version, window=result["window"],
+                                                closed_at=result["closed_at"],
+                                                gate_new=result.get("gate_new")),
+                            key=b"current",
+                        )  # fmt: skip
+                        metrics.serving.clear()
+                        metrics.serving.labels(version=out.version).set(1)
+                    await producer.send_and_wait(
+                        topics.metrics, encode(result, settings.output_codec), key=b"trainer"
+                    )
+                    log.info("training window %s: %s", result["window"], out.outcome)
+                    await req_consumer.commit({tp: rec.offset + 1})
+                    if once:
+                        return
+
+    try:
+        if once:
+            wtask = asyncio.create_task(windowing())
+            try:
+                await training()
+            finally:
+                wtask.cancel()
+        else:
+            await asyncio.gather(windowing(), training())
+    finally:
+        await ex_consumer.stop()
+        await req_consumer.stop()
+        await producer.stop()
