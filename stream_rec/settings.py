@@ -114,12 +114,15 @@ class Settings(BaseSettings):
         200, ge=1, description="Closed windows smaller than this merge into the next one."
     )
     promote_tolerance: float = Field(
-        0.0, ge=0, description="A candidate may be this much worse (HR@10) and still promoted."
+        0.0, ge=0, description="A candidate may be this much worse (NDCG@10) and still promoted."
     )
     replay_examples: int = Field(
         5000, ge=0, description="Older examples kept and mixed into each incremental fine-tune."
     )
     finetune_epochs: int = Field(3, ge=1, le=100, description="Epochs per incremental fine-tune.")
+    finetune_lr: float = Field(
+        1e-3, gt=0, le=1.0, description="Learning rate of the LoRA adapters in a fine-tune."
+    )
 
     # --- local tooling -------------------------------------------------------------------------
     home: Path = Field(

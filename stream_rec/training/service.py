@@ -11,7 +11,7 @@ Two loops over Kafka, each committing only what it has finished with (at-least-o
 * **training** — consumes ``training-requests``; for each: positives become next-item
   sequences, the newest 20 % are held out; :func:`stream_rec.model.lora.finetune_incremental`
   fine-tunes LoRA adapters on the rest plus a replay sample of older windows, and the
-  candidate is promoted only if its held-out HR@10 (and, when the base version ships
+  candidate is promoted only if its held-out NDCG@10 (and, when the base version ships
   validation targets, theirs) is not worse than the serving model's by more than
   ``promote_tolerance``. Promotion = a registry version written atomically (ONNX export with
   the parity check) + an announcement on ``model-updates`` that every worker follows. A
@@ -74,19 +74,24 @@ class Outcome:
     detail: dict[str, Any]
 
 
-def hit_rate_at_k(scores: np.ndarray, histories: Sequence[Sequence[int]], targets: Sequence[int],
-                  k: int = 10) -> float:  # fmt: skip
-    """HR@k with each user's history items excluded (the offline protocol's ranking rule)."""
+def ndcg_at_k(scores: np.ndarray, histories: Sequence[Sequence[int]], targets: Sequence[int],
+              k: int = 10) -> float:  # fmt: skip
+    """NDCG@k with each user's history items excluded (the offline protocol's ranking rule).
+
+    One relevant item per row, so NDCG = 1/log2(rank + 1) inside the top k, else 0. It moves
+    with the target's rank inside the top k, where HR@k saturates on small catalogues.
+    """
     if not len(targets):
         return 0.0
     s = np.array(scores, dtype=np.float64, copy=True)
-    hits = 0
+    total = 0.0
     for row, (hist, target) in enumerate(zip(histories, targets, strict=True)):
         excl = [i for i in hist if i != target]
         s[row, excl] = -np.inf
-        top = np.argpartition(-s[row], k)[:k] if s.shape[1] > k else np.arange(s.shape[1])
-        hits += int(target in set(top.tolist()))
-    return hits / len(targets)
+        rank = int(np.sum(s[row] > s[row, target]))  # 0-based; ties favour the target
+        if rank < k:
+            total += 1.0 / np.log2(rank + 2)
+    return total / len(targets)
 
 
 class Trainer:
@@ -132,10 +137,15 @@ class Trainer:
         seqs = [[*map(str, e.get("history", [])), str(e["item_id"])] for e in train]
         replay = self.rng.sample(self.replay, min(len(self.replay), max(len(seqs), 1) * 2))
         gate = self._gate(base_dir, held)
+        if not gate.n_targets:
+            return Outcome("skipped", None, {"reason": "no held-out example the model can rank"})
+        known = set(json.loads((base_dir / "items.json").read_text("utf-8"))["item_ids"])
+        if sum(1 for s in seqs if len([i for i in s if i in known]) >= 2) == 0:
+            return Outcome("skipped", None, {"reason": "no trainable sequence of known items"})
         t0 = time.perf_counter()
         new_dir = finetune_incremental(
             base_dir, seqs, replay, self.root, self.settings,
-            epochs=self.settings.finetune_epochs, gate=gate,
+            epochs=self.settings.finetune_epochs, lr=self.settings.finetune_lr, gate=gate,
             min_gain=-self.settings.promote_tolerance, make_current=True,
         )  # fmt: skip
         wall = time.perf_counter() - t0
@@ -162,7 +172,7 @@ class Trainer:
         self._save_replay()
 
     def _gate(self, base_dir: Path, held: list[dict[str, Any]]) -> Any:
-        """HR@10 on the held-out feedback (+ the version's validation targets if shipped)."""
+        """NDCG@10 on the held-out feedback (+ the version's validation targets if shipped)."""
         from stream_rec.model.train import TorchRanker
 
         items = json.loads((base_dir / "items.json").read_text(encoding="utf-8"))["item_ids"]
@@ -185,12 +195,13 @@ class Trainer:
             values = []
             for h, t in sets:
                 if t:
-                    values.append(hit_rate_at_k(ranker.score(h), h, t))
+                    values.append(ndcg_at_k(ranker.score(h), h, t))
             score = float(np.mean(values)) if values else 0.0
             gate.last_scores["base" if "base" not in gate.last_scores else "new"] = score  # type: ignore[attr-defined]
             return score
 
         gate.last_scores = {}  # type: ignore[attr-defined]
+        gate.n_targets = sum(len(t) for _, t in sets)  # type: ignore[attr-defined]
         return gate
 
 
