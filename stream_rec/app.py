@@ -125,11 +125,12 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
         tables=create_tables(app, settings),
     )
 
-    from stream_rec.agents import catalog, feedback, score, telemetry
+    from stream_rec.agents import catalog, feedback, models, score, telemetry
 
     catalog.register(pipeline)
     score.register(pipeline)
     feedback.register(pipeline)
+    models.register(pipeline)
     telemetry.register(pipeline)
 
     @app.page("/metrics")

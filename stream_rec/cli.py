@@ -283,6 +283,30 @@ def replay(
 
 
 @app.command()
+def simulate(
+    dataset: Annotated[str, typer.Option(help="movielens-100k or a GroupLens folder.")] = (
+        "movielens-100k"
+    ),
+    registry: Annotated[Path | None, typer.Option(help="Model registry to start from.")] = None,
+    users: Annotated[int | None, typer.Option(help="Replay only the first N users.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Stop after N events.")] = None,
+    rate: Annotated[float, typer.Option(help="Behaviour events per second.")] = 100.0,
+    out: Annotated[Path, typer.Option(help="JSON output.")] = Path("bench/simulate.json"),
+) -> None:
+    """Chronological replay with feedback from each user's real future: frozen vs learning."""
+    from stream_rec.data.movielens import load_movielens
+    from stream_rec.ops.simulate import simulate as run_sim
+
+    settings = _settings()
+    reg = registry or settings.model_path
+    if reg is None:
+        console.print("[red]give --registry or STREAM_REC_MODEL_PATH (a trained model)[/red]")
+        raise typer.Exit(2)
+    ds = load_movielens(dataset, settings.home)
+    run_sim(settings, ds, registry=Path(reg), users=users, limit=limit, rate=rate, out=out)
+
+
+@app.command()
 def demo(
     users: Annotated[int, typer.Option(help="Users to replay.")] = 300,
     rate: Annotated[float, typer.Option(help="Behaviour events per second.")] = 200.0,

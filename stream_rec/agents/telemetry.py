@@ -36,8 +36,16 @@ HISTOGRAMS = {
     "scoring_seconds": "stream_rec_scoring_seconds",
     "e2e_seconds": "stream_rec_event_to_recommendation_seconds",
 }
-# Families of the training loop (when a trainer registers them in the same registry).
-TRAINING_PREFIXES = ("stream_rec_training", "stream_rec_trainer", "stream_rec_model_updates")
+# Families of the learning loop, copied into a snapshot's ``training`` when registered: the
+# trainer's own, and a worker's model swaps, refused models and labelled feedback examples.
+TRAINING_PREFIXES = (
+    "stream_rec_training",
+    "stream_rec_trainer",
+    "stream_rec_model_swaps",
+    "stream_rec_model_load_failures",
+    "stream_rec_feedback_examples",
+)
+SNAPSHOT_KIND = "worker_snapshot"  # the trainer's results share the topic ("training_result")
 
 Lag = Mapping[tuple[str, int], int]  # (short topic, partition) -> messages behind
 
@@ -122,6 +130,7 @@ def build_snapshot(
         lag_out.setdefault(topic, {})[str(partition)] = int(n)
 
     snap: dict[str, Any] = {
+        "kind": SNAPSHOT_KIND,
         "worker": worker,
         "ts": ts,
         "model_version": model_version,
