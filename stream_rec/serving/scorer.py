@@ -53,7 +53,12 @@ class ScoredItem:
 
 @runtime_checkable
 class Scorer(Protocol):
-    """Ranks catalogue items for users. Called from one worker thread at a time."""
+    """Ranks catalogue items for users.
+
+    ``score`` and ``observe`` run on the scoring thread; ``upsert_items`` may run on another
+    thread at the same time, so implementations keep the catalogue consistent under
+    concurrent reads (replace arrays or take a lock).
+    """
 
     @property
     def version(self) -> str:

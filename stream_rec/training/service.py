@@ -205,6 +205,15 @@ class Trainer:
         return gate
 
 
+def decode_request(raw: bytes | None) -> dict[str, Any]:
+    """A training request; a garbled one becomes an empty request (skipped, not fatal)."""
+    try:
+        value = msgpack.unpackb(raw or b"", raw=False)
+    except Exception:  # noqa: BLE001
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def decode_example(raw: bytes | None) -> dict[str, Any] | None:
     if not raw:
         return None
@@ -295,47 +304,54 @@ async def run_trainer(settings: Settings, *, once: bool = False) -> None:
 
     async def training() -> None:
         while True:
-            batches = await req_consumer.getmany(timeout_ms=1000, max_records=1)
-            for tp, recs in batches.items():
-                for rec in recs:
-                    try:
-                        req = msgpack.unpackb(rec.value, raw=False)
-                    except Exception:  # noqa: BLE001 - a garbled request is skipped
-                        req = {}
-                    t0 = time.perf_counter()
-                    try:
-                        out = await loop.run_in_executor(None, trainer.run, req)
-                    except Exception as exc:  # noqa: BLE001 - a crash changes nothing served
-                        log.exception("training run failed")
-                        out = Outcome("failed", None, {"error": repr(exc)})
-                    metrics.seconds.observe(time.perf_counter() - t0)
-                    metrics.runs.labels(outcome=out.outcome).inc()
-                    result = {
-                        "kind": "training_result",
-                        "window": req.get("window") if isinstance(req, dict) else None,
-                        "closed_at": req.get("closed_at") if isinstance(req, dict) else None,
-                        "outcome": out.outcome,
-                        "version": out.version,
-                        "ts": time.time(),
-                        **{k: v for k, v in out.detail.items() if k != "error"},
-                    }
-                    if out.outcome == "promoted" and out.version:
-                        await producer.send_and_wait(
-                            topics.model_updates,
-                            encode_announcement(out.version, window=result["window"],
-                                                closed_at=result["closed_at"],
-                                                gate_new=result.get("gate_new")),
-                            key=b"current",
-                        )  # fmt: skip
-                        metrics.serving.clear()
-                        metrics.serving.labels(version=out.version).set(1)
-                    await producer.send_and_wait(
-                        topics.metrics, encode(result, settings.output_codec), key=b"trainer"
-                    )
-                    log.info("training window %s: %s", result["window"], out.outcome)
-                    await req_consumer.commit({tp: rec.offset + 1})
-                    if once:
-                        return
+            batches = await req_consumer.getmany(timeout_ms=1000, max_records=100)
+            records = [r for recs in batches.values() for r in recs]
+            if not records:
+                continue
+            # Requests that queued up while the last run trained are coalesced into one run
+            # on all their examples: the model catches up in one step instead of lagging.
+            reqs = [decode_request(r.value) for r in records]
+            req = {
+                "window": max((q.get("window") or 0) for q in reqs),
+                "windows": [q.get("window") for q in reqs],
+                "closed_at": max((q.get("closed_at") or 0.0) for q in reqs),
+                "examples": [e for q in reqs for e in q.get("examples", [])],
+            }
+            t0 = time.perf_counter()
+            try:
+                out = await loop.run_in_executor(None, trainer.run, req)
+            except Exception as exc:  # noqa: BLE001 - a crash changes nothing served
+                log.exception("training run failed")
+                out = Outcome("failed", None, {"error": repr(exc)})
+            metrics.seconds.observe(time.perf_counter() - t0)
+            metrics.runs.labels(outcome=out.outcome).inc()
+            result = {
+                "kind": "training_result",
+                "window": req["window"],
+                "windows": req["windows"],
+                "closed_at": req["closed_at"],
+                "outcome": out.outcome,
+                "version": out.version,
+                "ts": time.time(),
+                **{k: v for k, v in out.detail.items() if k != "error"},
+            }
+            if out.outcome == "promoted" and out.version:
+                await producer.send_and_wait(
+                    topics.model_updates,
+                    encode_announcement(out.version, window=req["window"],
+                                        closed_at=req["closed_at"],
+                                        gate_new=result.get("gate_new")),
+                    key=b"current",
+                )  # fmt: skip
+                metrics.serving.clear()
+                metrics.serving.labels(version=out.version).set(1)
+            await producer.send_and_wait(
+                topics.metrics, encode(result, settings.output_codec), key=b"trainer"
+            )
+            log.info("training windows %s: %s", req["windows"], out.outcome)
+            await req_consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batches.items()})
+            if once:
+                return
 
     try:
         if once:
