@@ -1,0 +1,168 @@
+"""Model benchmark: per-event latency and batch throughput, ONNX Runtime beside torch eager.
+
+Both run the same exported version in the same process with the same thread count: the ORT
+path is exactly what the score agent calls (:meth:`OnnxScorer.score`), the torch path is the
+same two towers in eager mode with the same exact top-K over the catalogue.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stream_rec.settings import Settings
+
+
+def hardware() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import onnxruntime as ort
+    import torch
+
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": ort.__version__,
+        "cuda": torch.cuda.is_available(),
+    }
+
+
+def _timeit(fn: Callable[[], object], n: int, warmup: int = 20) -> np.ndarray:
+    for _ in range(warmup):
+        fn()
+    out = np.empty(n)
+    for i in range(n):
+        t = time.perf_counter()
+        fn()
+        out[i] = time.perf_counter() - t
+    return out
+
+
+def _lat(ms: np.ndarray) -> dict[str, float]:
+    return {
+        "p50_ms": float(np.percentile(ms, 50) * 1e3),
+        "p99_ms": float(np.percentile(ms, 99) * 1e3),
+        "mean_ms": float(ms.mean() * 1e3),
+    }
+
+
+def run_model_bench(
+    model_path: Path,
+    settings: Settings,
+    events: int = 2000,
+    threads: int = 2,
+    train_epochs: int = 0,
+    history_len: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    import torch
+
+    from stream_rec.model import registry
+    from stream_rec.model.export import load_torch_model
+    from stream_rec.model.runtime import OnnxScorer
+    from stream_rec.model.train import TorchRanker
+    from stream_rec.serving.scorer import ScoreRequest
+
+    torch.set_num_threads(threads)
+    version_dir = registry.resolve(Path(model_path))
+    scorers = {
+        "ort_fp32": OnnxScorer(version_dir, settings, precision="fp32", threads=threads),
+        "ort_int8": OnnxScorer(version_dir, settings, precision="int8", threads=threads),
+    }
+    ort_main = scorers["ort_fp32"]
+    model = load_torch_model(version_dir)
+    ranker = TorchRanker(model, ort_main.max_len)
+    hist_len = history_len or ort_main.max_len
+    rng = np.random.default_rng(seed)
+    n_items = len(ort_main.item_ids)
+    hist_idx = [rng.choice(n_items, size=hist_len, replace=False).tolist() for _ in range(256)]
+    hist_raw = [[ort_main.item_ids[i] for i in h] for h in hist_idx]
+    k = settings.top_k
+    report: dict[str, Any] = {
+        "version": ort_main.version,
+        "hardware": hardware(),
+        "threads": threads,
+        "history_len": hist_len,
+        "catalogue": n_items,
+        "k": k,
+        "providers": ort_main.providers,
+    }
+    # per-event latency: one request through the full scorer (user tower, matmul, top-K, reasons)
+    single: dict[str, Any] = {}
+    for name, sc in scorers.items():
+        j = iter(range(10**9))
+
+        def one(sc: OnnxScorer = sc, j: Any = j) -> object:
+            i = next(j) % 256
+            return sc.score([ScoreRequest("u", hist_raw[i])], k)
+
+        single[name] = _lat(_timeit(one, events))
+
+    def torch_one() -> object:
+        i = int(rng.integers(256))
+        s = ranker.score([hist_idx[i]])[0]
+        s[hist_idx[i]] = -np.inf
+        return np.argpartition(-s, k)[:k]
+
+    single["torch_eager"] = _lat(_timeit(torch_one, events))
+    report["single_event"] = single
+    # batch throughput: users scored per second over the whole catalogue
+    throughput: dict[str, Any] = {}
+    for bs in (1, 32, 256):
+        reps = max(5, min(400, 2000 // bs))
+        batch_idx, batch_raw = hist_idx[:bs], hist_raw[:bs]
+        row = {}
+        for name, sc in scorers.items():
+
+            def run(sc: OnnxScorer = sc, batch: list[list[str]] = batch_raw) -> object:
+                return sc.score_matrix(batch)
+
+            t = _timeit(run, reps, warmup=3)
+            row[name] = bs / float(np.median(t))
+
+        def run_torch(batch: list[list[int]] = batch_idx) -> object:
+            return ranker.score(batch)
+
+        t = _timeit(run_torch, reps, warmup=3)
+        row["torch_eager"] = bs / float(np.median(t))
+        row["ort_fp32_over_torch"] = row["ort_fp32"] / row["torch_eager"]
+        row["ort_int8_over_torch"] = row["ort_int8"] / row["torch_eager"]
+        throughput[f"batch_{bs}"] = row
+    report["throughput_users_per_s"] = throughput
+    manifest = registry.read_manifest(version_dir)
+    report["train_wall_s_from_manifest"] = manifest["metrics"].get("train_wall_s")
+    report["parity_max_abs_diff"] = manifest["metrics"].get("parity_max_abs_diff")
+    if train_epochs > 0:
+        report["train_bench"] = bench_training(settings, train_epochs, threads)
+    return report
+
+
+def bench_training(settings: Settings, epochs: int, threads: int) -> dict[str, Any]:
+    from stream_rec.model.net import ModelConfig
+    from stream_rec.model.pipeline import prepare
+    from stream_rec.model.train import TrainConfig, fit
+
+    prepared = prepare(settings)
+    seqs = prepared.split.training_sequences(True)
+    mcfg = ModelConfig(text_dim=int(prepared.text_vectors.shape[1]))
+    t = time.perf_counter()
+    fit(seqs, prepared.text_vectors, mcfg, TrainConfig(threads=threads), epochs)
+    wall = time.perf_counter() - t
+    return {"epochs": epochs, "wall_s": wall, "s_per_epoch": wall / epochs}

@@ -1,0 +1,24 @@
+"""Offline evaluation (DESIGN.md protocol): leave-one-out on MovieLens, full ranking, baselines.
+
+Plain Python and numpy; no Kafka. The same :func:`evaluate` ranks every model and baseline.
+"""
+
+from stream_rec.eval.protocol import (
+    LeaveOneOut,
+    Metrics,
+    Ranker,
+    evaluate,
+    make_split,
+    rank_topk,
+    select_cold_items,
+)
+
+__all__ = [
+    "LeaveOneOut",
+    "Metrics",
+    "Ranker",
+    "evaluate",
+    "make_split",
+    "rank_topk",
+    "select_cold_items",
+]

@@ -1,0 +1,194 @@
+"""The offline protocol of DESIGN.md: leave-one-out split, full ranking, HR/NDCG/MRR.
+
+Each user's interactions are sorted by (timestamp, numeric item id) — ``user_sequences`` of the
+MovieLens loader does that. Last interaction = test target, second-to-last = validation target,
+the rest = training history. Every item of the catalogue is ranked; items already in the user's
+history before the target are excluded. Score ties are broken by item index (numeric id order),
+the same order the top-K dump uses, so the dump and the metrics always agree.
+
+Cold-item mode holds a set of items out of *training* entirely (their interactions are removed
+from every training sequence and from popularity counts); at ranking time they stay in the
+catalogue and in user histories, exactly as a new item would appear in the stream.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+
+from stream_rec.data.movielens import MovieLens, _num
+
+Stage = Literal["valid", "test"]
+KS = (10, 20)
+
+
+class Ranker(Protocol):
+    """Anything that scores the whole catalogue for a batch of item-index histories."""
+
+    def score(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+        """``[len(histories), n_items]`` scores; higher is better."""
+        ...
+
+
+@dataclass
+class LeaveOneOut:
+    item_ids: list[str]
+    user_ids: list[str]
+    histories: list[list[int]]
+    """Per user: every interaction (item index) in protocol order, test target last."""
+    cold: frozenset[int] = frozenset()
+    index: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.index:
+            self.index = {iid: i for i, iid in enumerate(self.item_ids)}
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def target(self, u: int, stage: Stage) -> int:
+        seq = self.histories[u]
+        pos = len(seq) - (1 if stage == "test" else 2)
+        return seq[pos] if pos >= 1 else -1
+
+    def history(self, u: int, stage: Stage) -> list[int]:
+        """What the user did before the target (validation target included for ``test``)."""
+        seq = self.histories[u]
+        return seq[: len(seq) - (1 if stage == "test" else 2)]
+
+    def training_sequences(self, include_valid: bool = False) -> list[list[int]]:
+        """Training data: history before the validation (or test) target, cold items removed."""
+        stage: Stage = "test" if include_valid else "valid"
+        out = []
+        for u in range(len(self.user_ids)):
+            out.append([i for i in self.history(u, stage) if i not in self.cold])
+        return out
+
+    def popularity(self, include_valid: bool = False) -> np.ndarray:
+        counts = np.zeros(self.n_items, dtype=np.float64)
+        for seq in self.training_sequences(include_valid):
+            np.add.at(counts, np.asarray(seq, dtype=np.int64), 1.0)
+        return counts
+
+    def cold_users(self, stage: Stage = "test") -> list[int]:
+        return [u for u in range(len(self.user_ids)) if self.target(u, stage) in self.cold]
+
+
+def make_split(ds: MovieLens, cold_items: Iterable[str] = ()) -> LeaveOneOut:
+    item_ids = sorted(ds.items, key=_num)
+    index = {iid: i for i, iid in enumerate(item_ids)}
+    seqs = ds.user_sequences()
+    user_ids = list(seqs)
+    histories = [[index[x.item_id] for x in seqs[u]] for u in user_ids]
+    cold = frozenset(index[i] for i in cold_items if i in index)
+    return LeaveOneOut(item_ids, user_ids, histories, cold, index)
+
+
+def select_cold_items(
+    item_ids: Sequence[str], fraction: float | None = None, seed: int = 0, file: Path | None = None
+) -> list[str]:
+    """Items to hold out: a seeded random ``fraction`` of the catalogue, or the ids in ``file``
+    (a JSON list or one id per line)."""
+    if file is not None:
+        text = Path(file).read_text(encoding="utf-8").strip()
+        ids = json.loads(text) if text.startswith("[") else text.split()
+        return [str(i) for i in ids]
+    if fraction is None or not 0.0 < fraction < 1.0:
+        msg = f"cold-item fraction must be in (0, 1), got {fraction}"
+        raise ValueError(msg)
+    rng = np.random.default_rng(seed)
+    n = int(round(len(item_ids) * fraction))
+    chosen = sorted(rng.choice(len(item_ids), size=n, replace=False).tolist())
+    return [item_ids[i] for i in chosen]
+
+
+@dataclass
+class Metrics:
+    users: int
+    hr10: float
+    ndcg10: float
+    hr20: float
+    ndcg20: float
+    mrr10: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self).items()}
+
+    def line(self) -> str:
+        return (
+            f"users={self.users} HR@10={self.hr10:.4f} NDCG@10={self.ndcg10:.4f} "
+            f"HR@20={self.hr20:.4f} NDCG@20={self.ndcg20:.4f} MRR@10={self.mrr10:.4f}"
+        )
+
+
+def metrics_from_ranks(ranks: Sequence[int]) -> Metrics:
+    """Ranks are 0-based positions of the target in the filtered full ranking."""
+    r = np.asarray(ranks, dtype=np.float64)
+    n = max(len(r), 1)
+
+    def hr(k: int) -> float:
+        return float((r < k).sum() / n)
+
+    def ndcg(k: int) -> float:
+        return float(np.where(r < k, 1.0 / np.log2(r + 2.0), 0.0).sum() / n)
+
+    mrr = float(np.where(r < 10, 1.0 / (r + 1.0), 0.0).sum() / n)
+    return Metrics(len(r), hr(10), ndcg(10), hr(20), ndcg(20), mrr)
+
+
+def rank_topk(scores: np.ndarray, k: int) -> np.ndarray:
+    """Top-``k`` indices per row, best first; ties by lower index (the protocol's tie order)."""
+    k = min(k, scores.shape[1])
+    order = np.argsort(-scores, axis=1, kind="stable")
+    return order[:, :k]
+
+
+def evaluate(
+    ranker: Ranker,
+    split: LeaveOneOut,
+    stage: Stage = "test",
+    users: Sequence[int] | None = None,
+    batch_size: int = 256,
+    dump_k: int = 0,
+) -> tuple[Metrics, list[list[int]]]:
+    """Rank all items for each user; return metrics over ``users`` (default all with a target)
+    and, when ``dump_k`` > 0, the top-``dump_k`` item indices of *every* user."""
+    all_users = [u for u in range(len(split.user_ids)) if split.target(u, stage) >= 0]
+    wanted = set(all_users if users is None else users)
+    todo = all_users if dump_k else [u for u in all_users if u in wanted]
+    ranks: list[int] = []
+    dumps: list[list[int]] = []
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
+        hists = [split.history(u, stage) for u in chunk]
+        scores = np.array(ranker.score(hists), dtype=np.float64, copy=True)
+        for row, h in enumerate(hists):
+            if h:
+                scores[row, np.asarray(h, dtype=np.int64)] = -np.inf
+        for row, u in enumerate(chunk):
+            if u not in wanted:
+                continue
+            t = split.target(u, stage)
+            s = scores[row]
+            st = s[t]
+            ranks.append(int((s > st).sum() + (s[:t] == st).sum()))
+        if dump_k:
+            for row, top in enumerate(rank_topk(scores, dump_k)):
+                dumps.append([int(i) for i in top if np.isfinite(scores[row, i])])
+    return metrics_from_ranks(ranks), dumps
+
+
+def write_topk(path: Path, split: LeaveOneOut, topk: list[list[int]], stage: Stage) -> None:
+    """JSON lines ``{"user_id": raw, "items": [raw ids]}``, one per user, in user order."""
+    all_users = [u for u in range(len(split.user_ids)) if split.target(u, stage) >= 0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for u, items in zip(all_users, topk, strict=True):
+            row = {"user_id": split.user_ids[u], "items": [split.item_ids[i] for i in items]}
+            f.write(json.dumps(row) + "\n")

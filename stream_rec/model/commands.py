@@ -1,0 +1,248 @@
+"""CLI commands of the model side: ``stream-rec train | export | eval | bench model``.
+
+Plain functions with typer-annotated parameters; ``stream_rec.cli`` registers them. Settings
+come from :func:`stream_rec.settings.load_settings` (paths, device).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def _offline() -> None:
+    # weights come from local folders only; never reach the Hub at run time
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
+    table = Table(title=title)
+    for col in ("model", "users", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "MRR@10"):
+        table.add_column(col)
+    for name, m in rows.items():
+        table.add_row(
+            name,
+            str(int(m["users"])),
+            *(f"{m[k]:.4f}" for k in ("hr10", "ndcg10", "hr20", "ndcg20", "mrr10")),
+        )
+    return table
+
+
+def train_command(
+    dataset: Annotated[str, typer.Option(help="movielens-100k or a GroupLens folder.")] = (
+        "movielens-100k"
+    ),
+    registry: Annotated[
+        Path | None, typer.Option(help="Registry root (default: model_path or data_dir/registry).")
+    ] = None,
+    encoder: Annotated[
+        Path | None, typer.Option(help="HF encoder folder (default: bundled all-MiniLM-L6-v2).")
+    ] = None,
+    epochs: Annotated[int, typer.Option(help="Most epochs (early stopping on validation).")] = 100,
+    patience: Annotated[int, typer.Option(help="Evaluations (every 10 epochs) without gain.")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed of weights and batch order.")] = 0,
+    dim: Annotated[int, typer.Option(help="Embedding size of both towers.")] = 64,
+    layers: Annotated[int, typer.Option(help="Transformer blocks of the user tower.")] = 2,
+    max_len: Annotated[int, typer.Option(help="Longest history the user tower reads.")] = 200,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-3,
+    dropout: Annotated[float, typer.Option(help="Dropout of both towers.")] = 0.2,
+    cold_drop: Annotated[float, typer.Option(help="Share of items trained as cold.")] = 0.15,
+    gate_c: Annotated[float, typer.Option(help="ID gate n/(n+c): evidence constant c.")] = 5.0,
+    final_fit: Annotated[bool, typer.Option(help="Refit on train+validation.")] = True,
+    cold_items: Annotated[
+        str | None, typer.Option(help="Hold out items: a fraction (0.1) or a file of ids.")
+    ] = None,
+    cold_seed: Annotated[int, typer.Option(help="Seed of the held-out item draw.")] = 0,
+    export: Annotated[bool, typer.Option(help="Export the model into the registry.")] = True,
+    out_json: Annotated[Path | None, typer.Option(help="Write the metrics here.")] = None,
+) -> None:
+    """Train the two-tower model (seeded, reproducible), evaluate, export a registry version."""
+    _offline()
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from stream_rec.model.net import ModelConfig
+    from stream_rec.model.pipeline import prepare, train_and_export
+    from stream_rec.model.train import TrainConfig
+    from stream_rec.settings import load_settings
+
+    settings = load_settings()
+    prepared = prepare(settings, dataset, cold_items, cold_seed, encoder)
+    mcfg = ModelConfig(
+        text_dim=int(prepared.text_vectors.shape[1]),
+        dim=dim,
+        layers=layers,
+        max_len=max_len,
+        dropout=dropout,
+        gate_c=gate_c,
+    )
+    tcfg = TrainConfig(
+        epochs=epochs,
+        lr=lr,
+        seed=seed,
+        cold_drop=cold_drop,
+        final_fit=final_fit,
+        eval_every=10,
+        patience=patience,
+    )
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} {task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        tasks: dict[str, Any] = {}
+
+        def on_epoch(phase: str, epoch: int, total: int, row: dict[str, float]) -> None:
+            if phase not in tasks:
+                tasks[phase] = progress.add_task(phase, total=total, info="")
+            info = f"loss {row['loss']:.4f}"
+            if "valid_ndcg10" in row:
+                info += f" valid NDCG@10 {row['valid_ndcg10']:.4f}"
+            progress.update(tasks[phase], completed=epoch, info=info)
+
+        _, metrics, path = train_and_export(
+            settings, prepared, mcfg, tcfg, registry, encoder, on_epoch, export
+        )
+    rows = {"two-tower (test)": metrics["test"]}
+    if "test_cold_target" in metrics:
+        rows["two-tower (cold targets)"] = metrics["test_cold_target"]
+    console.print(_metrics_table("Test, DESIGN.md protocol", rows))
+    console.print(f"training wall time {metrics['train_wall_s']:.1f} s; version: {path}")
+    if out_json:
+        out_json.write_text(json.dumps({**metrics, "version_dir": str(path)}, indent=2))
+
+
+def export_command(
+    source: Annotated[Path, typer.Argument(help="Version folder (or registry) to re-export.")],
+    registry: Annotated[Path | None, typer.Option(help="Registry root of the new version.")] = None,
+    encoder: Annotated[Path | None, typer.Option(help="HF encoder folder to export.")] = None,
+    int8: Annotated[bool, typer.Option(help="Also write int8 CPU variants.")] = True,
+) -> None:
+    """Re-export a version's torch weights to ONNX (parity-checked) as a new version."""
+    _offline()
+    from stream_rec.model import registry as reg
+    from stream_rec.model.export import export_version, load_torch_model
+    from stream_rec.model.pipeline import default_registry
+    from stream_rec.model.text import load_encoder
+    from stream_rec.settings import load_settings
+
+    settings = load_settings()
+    src = reg.resolve(source)
+    manifest = reg.read_manifest(src)
+    model = load_torch_model(src)
+    meta = json.loads((src / "items.json").read_text(encoding="utf-8"))
+    enc, tok = load_encoder(encoder)
+    path = export_version(
+        model,
+        item_ids=meta["item_ids"],
+        titles=meta["titles"],
+        texts=meta["titles"],
+        registry_dir=registry or default_registry(settings),
+        encoder=enc,
+        tokenizer=tok,
+        base_model=str(encoder) if encoder else str(manifest["base_model"]),
+        metrics={k: v for k, v in manifest["metrics"].items() if k != "parity_max_abs_diff"},
+        extra={"parent": manifest["version"]},
+        int8=int8,
+    )
+    parity = reg.read_manifest(path)["metrics"]["parity_max_abs_diff"]
+    console.print(f"exported {path}\nparity max abs diff: {parity}")
+
+
+def eval_command(
+    model: Annotated[
+        Path | None, typer.Option(help="Version folder or registry root; unset = baselines only.")
+    ] = None,
+    dataset: Annotated[str, typer.Option(help="movielens-100k or a GroupLens folder.")] = (
+        "movielens-100k"
+    ),
+    baselines: Annotated[bool, typer.Option(help="Also rank MostPopular and ItemKNN.")] = True,
+    dump_topk: Annotated[
+        Path | None, typer.Option(help="Write JSON lines of each user's top-k raw item ids.")
+    ] = None,
+    k: Annotated[int, typer.Option(help="Items per user in the dump.")] = 20,
+    cold_items: Annotated[
+        str | None, typer.Option(help="Held-out items: a fraction (0.1) or a file of ids.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the held-out item draw.")] = 0,
+    precision: Annotated[str, typer.Option(help="fp32 | int8 | fp16 | auto.")] = "fp32",
+    max_history: Annotated[
+        int | None, typer.Option(help="Items of history read (default: the model's max_len).")
+    ] = None,
+    out_json: Annotated[Path | None, typer.Option(help="Write the metrics here.")] = None,
+) -> None:
+    """Offline evaluation (leave-one-out, full ranking) of the served ONNX model and baselines."""
+    _offline()
+    from stream_rec.eval.protocol import evaluate, write_topk
+    from stream_rec.model import registry as reg
+    from stream_rec.model.pipeline import OnnxRanker, baseline_metrics, prepare
+    from stream_rec.model.runtime import OnnxScorer
+    from stream_rec.settings import load_settings
+
+    settings = load_settings()
+    prepared = prepare(settings, dataset, cold_items, seed)
+    split = prepared.split
+    cold_users = split.cold_users() if split.cold else None
+    rows: dict[str, dict[str, float]] = {}
+    if model is not None:
+        version_dir = reg.resolve(model)
+        trained_cold = set(reg.read_manifest(version_dir).get("cold_items", []))
+        wanted_cold = {split.item_ids[i] for i in split.cold}
+        if not wanted_cold <= trained_cold:
+            msg = (
+                f"{version_dir.name} was trained on {len(wanted_cold - trained_cold)} of the "
+                "held-out items; train it with the same --cold-items/--cold-seed"
+            )
+            raise typer.BadParameter(msg)
+        scorer = OnnxScorer.load(
+            version_dir, settings, precision=precision, max_history=max_history or 10**9
+        )
+        ranker = OnnxRanker(scorer, split)
+        metrics, top = evaluate(ranker, split, "test", cold_users, dump_k=k if dump_topk else 0)
+        rows[f"two-tower {scorer.version}"] = metrics.as_dict()
+        if dump_topk:
+            write_topk(dump_topk, split, top, "test")
+            console.print(f"top-{k} of every user written to {dump_topk}")
+    if baselines:
+        rows.update({n: m.as_dict() for n, m in baseline_metrics(split, cold_users).items()})
+    title = "Test, DESIGN.md protocol" + (
+        f" — users whose target is held out ({len(cold_users or [])})" if split.cold else ""
+    )
+    console.print(_metrics_table(title, rows))
+    if out_json:
+        out_json.write_text(json.dumps(rows, indent=2))
+
+
+def bench_model_command(
+    model: Annotated[Path | None, typer.Option(help="Version folder or registry root.")] = None,
+    out_json: Annotated[Path, typer.Option(help="Where the JSON report goes.")] = Path(
+        "bench-model.json"
+    ),
+    events: Annotated[int, typer.Option(help="Single-event scoring calls to time.")] = 2000,
+    threads: Annotated[int, typer.Option(help="CPU threads for ORT and torch.")] = 2,
+    train_epochs: Annotated[
+        int, typer.Option(help="Also time a training run of this many epochs (0 = skip).")
+    ] = 0,
+) -> None:
+    """CPU latency (p50/p99) and batch throughput: ONNX Runtime vs torch eager, same model."""
+    _offline()
+    from stream_rec.bench.model import run_model_bench
+    from stream_rec.model.pipeline import default_registry
+    from stream_rec.settings import load_settings
+
+    settings = load_settings()
+    report = run_model_bench(
+        model or default_registry(settings), settings, events, threads, train_epochs
+    )
+    out_json.write_text(json.dumps(report, indent=2))
+    console.print_json(json.dumps(report))

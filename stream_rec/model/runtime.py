@@ -1,0 +1,270 @@
+"""Serving-time scorer: ONNX Runtime user tower + exact top-K over the precomputed item matrix.
+
+Implements :class:`stream_rec.serving.scorer.Scorer` without torch on the hot path. The score
+agent calls :meth:`OnnxScorer.score` from a worker thread with a micro-batch; new catalogue items
+arrive through :meth:`OnnxScorer.upsert_items` and are embedded from their text by the exported
+text encoder + item head (cold start). Arrays are replaced, never mutated in place, so a reader
+always sees one consistent catalogue.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+
+from stream_rec.model import registry
+from stream_rec.serving.scorer import CatalogItem, ScoredItem, ScoreRequest
+from stream_rec.settings import Settings
+
+Precision = Literal["auto", "fp32", "int8", "fp16"]
+REASON_WINDOW = 10
+
+
+def cuda_available() -> bool:
+    """CUDA only when a device is really there (the GPU wheel lists the provider regardless)."""
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:  # serving images may ship without torch
+        import onnxruntime as ort
+
+        return "CUDAExecutionProvider" in ort.get_available_providers() and (
+            ort.get_device() == "GPU"
+        )
+
+
+def choose_providers(device: str) -> list[str]:
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "cuda" or (device == "auto" and cuda_available()):
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def _session(path: Path, providers: list[str], fp16: bool, threads: int) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads > 0:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    if fp16:
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        model = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+        return ort.InferenceSession(model.SerializeToString(), opts, providers=providers)
+    return ort.InferenceSession(str(path), opts, providers=providers)
+
+
+class OnnxScorer:
+    """The exported two-tower model as a :class:`~stream_rec.serving.scorer.Scorer`."""
+
+    def __init__(
+        self,
+        version_dir: Path,
+        settings: Settings | None = None,
+        precision: Precision = "fp32",
+        threads: int = 0,
+        verify: bool = True,
+        max_history: int | None = None,
+    ) -> None:
+        from tokenizers import Tokenizer
+
+        self.dir = Path(version_dir)
+        self.manifest = registry.verify(self.dir) if verify else registry.read_manifest(self.dir)
+        device = settings.device if settings is not None else "auto"
+        self.providers = choose_providers(device)
+        on_gpu = self.providers[0] == "CUDAExecutionProvider"
+        if precision == "auto":
+            precision = "fp16" if on_gpu else "fp32"
+        self.precision = precision
+        fp16 = precision == "fp16" and on_gpu
+        int8 = precision == "int8" and not on_gpu
+
+        def model_file(name: str) -> Path:
+            q = self.dir / f"{name}.int8.onnx"
+            return q if int8 and q.is_file() else self.dir / f"{name}.onnx"
+
+        self.user_sess = _session(model_file("user_tower"), self.providers, fp16, threads)
+        self.head_sess = _session(self.dir / "item_head.onnx", self.providers, False, threads)
+        self._text_sess: Any = None
+        self._text_file = model_file("text_encoder")
+        self._threads = threads
+        cfg = json.loads((self.dir / "config.json").read_text(encoding="utf-8"))
+        self.max_len = int(cfg["model"]["max_len"])
+        if max_history:
+            self.max_len = min(self.max_len, max_history)
+        elif settings is not None:
+            self.max_len = min(self.max_len, settings.session_length)
+        tok = Tokenizer.from_file(str(self.dir / "tokenizer" / "tokenizer.json"))
+        tok.enable_truncation(max_length=int(cfg["max_text_tokens"]))
+        tok.enable_padding(pad_id=int(cfg["pad_token_id"]))
+        self.tokenizer = tok
+        meta = json.loads((self.dir / "items.json").read_text(encoding="utf-8"))
+        self._lock = threading.Lock()
+        self.item_ids: list[str] = list(meta["item_ids"])
+        self.titles: list[str] = list(meta["titles"])
+        # Texts the item vectors were made from, when the export recorded them.
+        self._texts: dict[str, str] = dict(zip(self.item_ids, meta.get("texts", []), strict=False))
+        self.index = {iid: i for i, iid in enumerate(self.item_ids)}
+        self.items = np.load(self.dir / "item_vectors.npy").astype(np.float32)
+        self.id_part = np.load(self.dir / "id_part.npy").astype(np.float32)
+        pop = np.load(self.dir / "popularity.npy").astype(np.float64)
+        self.pop_score = np.log1p(pop).astype(np.float32)
+        self._norm_items = self._normalise(self.items)
+
+    # --- loading -------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: Path | str, settings: Settings | None = None, **kwargs: Any) -> OnnxScorer:
+        """Load a version folder, or the CURRENT (else newest) version of a registry root."""
+        return cls(registry.resolve(Path(path)), settings, **kwargs)
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    # --- catalogue -----------------------------------------------------------------------
+    @staticmethod
+    def _normalise(m: np.ndarray) -> np.ndarray:
+        n = np.linalg.norm(m, axis=1, keepdims=True)
+        return (m / np.maximum(n, 1e-12)).astype(np.float32)
+
+    def _text_session(self) -> Any:
+        if self._text_sess is None:  # lazily: most workers only score
+            self._text_sess = _session(self._text_file, self.providers, False, self._threads)
+        return self._text_sess
+
+    def embed_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Text-path item vectors (what a brand-new item gets) for ``texts``."""
+        sess = self._text_session()
+        out = []
+        for start in range(0, len(texts), batch_size):
+            enc = self.tokenizer.encode_batch(list(texts[start : start + batch_size]))
+            ids = np.array([e.ids for e in enc], dtype=np.int64)
+            mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
+            tv = sess.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+            out.append(self.head_sess.run(None, {"text_vectors": tv.astype(np.float32)})[0])
+        dim = self.items.shape[1]
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, dim), np.float32)
+
+    def upsert_items(self, items: Iterable[CatalogItem]) -> None:
+        """Embed new items (and known items whose text changed) from their text.
+
+        Items the exported model already holds keep their trained vectors: re-embedding the
+        whole catalogue on every start or model swap would cost seconds of encoder time per
+        thousand items for nothing.
+        """
+        batch = [
+            it
+            for it in {it.item_id: it for it in items}.values()
+            if it.item_id not in self.index
+            or self._texts.get(it.item_id, it.embed_text) != it.embed_text
+        ]
+        if not batch:
+            return
+        vecs = self.embed_texts([it.embed_text for it in batch])
+        with self._lock:
+            ids, titles, index = list(self.item_ids), list(self.titles), dict(self.index)
+            new = [it for it in batch if it.item_id not in index]
+            n_old = len(ids)
+            mat = np.concatenate(
+                [self.items, np.zeros((len(new), self.items.shape[1]), np.float32)]
+            )
+            idp = np.concatenate([self.id_part, np.zeros_like(mat[n_old:])])
+            pop = np.concatenate([self.pop_score, np.zeros(len(new), np.float32)])
+            for it in new:
+                index[it.item_id] = len(ids)
+                ids.append(it.item_id)
+                titles.append(it.title)
+            texts = dict(self._texts)
+            for it, v in zip(batch, vecs, strict=True):
+                i = index[it.item_id]
+                titles[i] = it.title
+                mat[i] = v + idp[i]  # warm items keep their learned ID part
+                texts[it.item_id] = it.embed_text
+            self._texts = texts
+            self.item_ids, self.titles, self.index = ids, titles, index
+            self.items, self.id_part, self.pop_score = mat, idp, pop
+            self._norm_items = self._normalise(mat)
+
+    def observe(self, user_id: str, history: Sequence[str], item_id: str, event: str) -> None:
+        """Frozen model: learning happens in the trainer service, not here."""
+
+    # --- scoring -------------------------------------------------------------------------
+    def user_vectors(self, histories: Sequence[Sequence[int]], items: np.ndarray) -> np.ndarray:
+        """User vectors for non-empty index histories (left padded to the longest)."""
+        n = max(len(h) for h in histories)
+        seq = np.zeros((len(histories), n, items.shape[1]), dtype=np.float32)
+        mask = np.zeros((len(histories), n), dtype=np.float32)
+        for r, h in enumerate(histories):
+            seq[r, n - len(h) :] = items[np.asarray(h, dtype=np.int64)]
+            mask[r, n - len(h) :] = 1.0
+        out = self.user_sess.run(None, {"item_vectors": seq, "mask": mask})[0]
+        return np.asarray(out, dtype=np.float32)
+
+    def _snapshot(self) -> _Catalogue:
+        with self._lock:
+            return _Catalogue(
+                self.items, self.item_ids, self.titles, self.index, self.pop_score,
+                self._norm_items,
+            )  # fmt: skip
+
+    def score_matrix(
+        self, histories: Sequence[Sequence[str]], cat: _Catalogue | None = None
+    ) -> np.ndarray:
+        """Raw scores of every catalogue item for each raw-id history (empty = popularity)."""
+        cat = cat or self._snapshot()
+        idx = [[cat.where[i] for i in h if i in cat.where][-self.max_len :] for h in histories]
+        scores = np.tile(cat.pop, (len(idx), 1))
+        rows = [r for r, h in enumerate(idx) if h]
+        if rows:
+            users = self.user_vectors([idx[r] for r in rows], cat.items)
+            scores[rows] = users @ cat.items.T
+        return scores
+
+    def score(self, requests: Sequence[ScoreRequest], k: int) -> list[list[ScoredItem]]:
+        if not requests:
+            return []
+        cat = self._snapshot()  # one consistent catalogue even if upsert_items runs meanwhile
+        scores = self.score_matrix([r.history for r in requests], cat)
+        n = len(cat.ids)
+        results: list[list[ScoredItem]] = []
+        for row, req in enumerate(requests):
+            s = scores[row]
+            hist = [cat.where[i] for i in req.history if i in cat.where]
+            banned = [cat.where[i] for i in req.exclude if i in cat.where] + hist
+            if banned:
+                s[np.asarray(banned, dtype=np.int64)] = -np.inf
+            kk = min(k, n)
+            top = np.argpartition(-s, kk - 1)[:kk] if 0 < kk < n else np.arange(kk)
+            top = top[np.lexsort((top, -s[top]))]
+            recent = hist[-REASON_WINDOW:]
+            out = []
+            for j in top:
+                if not np.isfinite(s[j]):
+                    break
+                if recent:
+                    sims = cat.norm[np.asarray(recent, dtype=np.int64)] @ cat.norm[j]
+                    reason = f"because you watched {cat.titles[recent[int(np.argmax(sims))]]}"
+                else:
+                    reason = "popular now"
+                out.append(ScoredItem(cat.ids[int(j)], float(s[j]), reason))
+            results.append(out)
+        return results
+
+
+class _Catalogue(NamedTuple):
+    items: np.ndarray
+    ids: list[str]
+    titles: list[str]
+    where: dict[str, int]
+    pop: np.ndarray
+    norm: np.ndarray

@@ -1,0 +1,236 @@
+"""Training of the two-tower model on interaction sequences (offline, or the trainer service).
+
+Inputs are item-index sequences (cold items already removed) plus frozen text vectors; the loss
+is full-softmax cross-entropy over the catalogue at every position of every sequence.
+Reproducible: one seed drives torch, numpy and the batch order.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from stream_rec.model.net import ModelConfig, TwoTower
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    label_smoothing: float = 0.1
+    cold_drop: float = 0.15
+    eval_every: int = 5
+    patience: int = 4
+    seed: int = 0
+    threads: int = 2
+    final_fit: bool = True
+    """After early stopping, refit from scratch on train+validation for the best epoch count."""
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    model: TwoTower
+    best_epoch: int
+    valid_ndcg10: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+class TorchRanker:
+    """Scores the catalogue with the torch model (validation and the eager benchmark)."""
+
+    def __init__(self, model: TwoTower, max_len: int | None = None) -> None:
+        self.model = model.eval()
+        self.max_len = max_len or model.cfg.max_len
+        with torch.no_grad():
+            self.items = model.item_matrix()
+
+    @torch.no_grad()
+    def user_vectors(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
+        idx = left_pad([list(h)[-self.max_len :] for h in histories])
+        seq, mask = self.model.embed_sequences(idx, self.items)
+        return self.model.user(seq, mask)[:, -1, :]
+
+    def score(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+        with torch.no_grad():
+            return (self.user_vectors(histories) @ self.items.T).numpy()
+
+
+def left_pad(seqs: Sequence[Sequence[int]], length: int | None = None) -> torch.Tensor:
+    n = max([len(s) for s in seqs] + [1]) if length is None else length
+    out = torch.full((len(seqs), n), -1, dtype=torch.long)
+    for r, s in enumerate(seqs):
+        if len(s):
+            out[r, n - len(s) :] = torch.as_tensor(list(s)[-n:], dtype=torch.long)
+    return out
+
+
+def item_counts(seqs: Sequence[Sequence[int]], n_items: int) -> np.ndarray:
+    counts = np.zeros(n_items, dtype=np.float32)
+    for s in seqs:
+        np.add.at(counts, np.asarray(s, dtype=np.int64), 1.0)
+    return counts
+
+
+def epoch_batches(
+    seqs: Sequence[Sequence[int]], max_len: int, batch_size: int, rng: np.random.Generator
+) -> list[list[list[int]]]:
+    """One window of ≤ max_len+1 items per user (a random one for long users), batched by
+    length so little compute goes to padding; batch order shuffled."""
+    windows = []
+    for s in seqs:
+        if len(s) < 2:
+            continue
+        if len(s) > max_len + 1:
+            end = int(rng.integers(max_len + 1, len(s) + 1))
+            windows.append(list(s[end - max_len - 1 : end]))
+        else:
+            windows.append(list(s))
+    order = np.argsort([len(w) + rng.random() for w in windows], kind="stable")
+    batches = [
+        [windows[i] for i in order[start : start + batch_size]]
+        for start in range(0, len(order), batch_size)
+    ]
+    perm = rng.permutation(len(batches))
+    return [batches[i] for i in perm]
+
+
+def train_epoch(
+    model: TwoTower,
+    opt: torch.optim.Optimizer,
+    batches: list[list[list[int]]],
+    cfg: TrainConfig,
+    trainable_items: torch.Tensor | None = None,
+) -> float:
+    model.train()
+    total, count = 0.0, 0
+    for batch in batches:
+        idx = left_pad([w[:-1] for w in batch])
+        tgt = left_pad([w[1:] for w in batch])
+        items = model.item_matrix(cfg.cold_drop)
+        seq, mask = model.embed_sequences(idx, items)
+        h = model.user(seq, mask)
+        valid = tgt >= 0
+        # Items without training interactions are not in the training catalogue (a new item
+        # does not exist yet when the model trains): never push them down as negatives, or the
+        # text head learns to bury exactly the items cold start must surface.
+        active = model.counts > 0
+        active[tgt[valid]] = True
+        remap = torch.cumsum(active.long(), 0) - 1  # catalogue index → column among active
+        logits = h[valid] @ items[active].T
+        loss = F.cross_entropy(logits, remap[tgt[valid]], label_smoothing=cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        n = int(valid.sum())
+        total += float(loss.detach()) * n
+        count += n
+    return total / max(count, 1)
+
+
+def _seed(seed: int, threads: int) -> np.random.Generator:
+    torch.manual_seed(seed)
+    torch.set_num_threads(max(1, threads))
+    return np.random.default_rng(seed)
+
+
+EpochCallback = Callable[[str, int, int, dict[str, float]], None]
+
+
+def fit(
+    seqs: Sequence[Sequence[int]],
+    text_vectors: np.ndarray,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    epochs: int,
+    validate: Callable[[TwoTower], float] | None = None,
+    on_epoch: EpochCallback | None = None,
+    phase: str = "train",
+) -> tuple[TwoTower, int, float, list[dict[str, float]]]:
+    """Train a fresh model for up to ``epochs``; with ``validate`` keep the best checkpoint and
+    stop after ``patience`` evaluations without improvement."""
+    rng = _seed(cfg.seed, cfg.threads)
+    counts = torch.from_numpy(item_counts(seqs, text_vectors.shape[0]))
+    model = TwoTower(model_cfg, torch.from_numpy(text_vectors), counts)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    best_state: dict[str, Any] | None = None
+    best, best_epoch, bad = -1.0, epochs, 0
+    history: list[dict[str, float]] = []
+    for epoch in range(1, epochs + 1):
+        loss = train_epoch(
+            model, opt, epoch_batches(seqs, model_cfg.max_len, cfg.batch_size, rng), cfg
+        )
+        row: dict[str, float] = {"epoch": float(epoch), "loss": loss}
+        if validate is not None and (epoch % cfg.eval_every == 0 or epoch == epochs):
+            score = validate(model)
+            row["valid_ndcg10"] = score
+            if score > best:
+                best, best_epoch, bad = score, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                bad += 1
+        history.append(row)
+        if on_epoch is not None:
+            on_epoch(phase, epoch, epochs, row)
+        if validate is not None and bad >= cfg.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return model, best_epoch, best, history
+
+
+def train(
+    split: Any,
+    text_vectors: np.ndarray,
+    model_cfg: ModelConfig | None = None,
+    cfg: TrainConfig | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """Train on a :class:`stream_rec.eval.protocol.LeaveOneOut` split: early-stop on the
+    validation NDCG@10, then (``final_fit``) refit on train+validation for the best epoch count.
+    Cold items of the split never appear in any training sequence."""
+    from stream_rec.eval.protocol import evaluate
+
+    model_cfg = model_cfg or ModelConfig(text_dim=int(text_vectors.shape[1]))
+    cfg = cfg or TrainConfig()
+    t0 = time.perf_counter()
+
+    def validate(model: TwoTower) -> float:
+        metrics, _ = evaluate(TorchRanker(model), split, "valid")
+        return metrics.ndcg10
+
+    model, best_epoch, best, history = fit(
+        split.training_sequences(False),
+        text_vectors,
+        model_cfg,
+        cfg,
+        cfg.epochs,
+        validate,
+        on_epoch,
+    )
+    if cfg.final_fit:
+        model, _, _, more = fit(
+            split.training_sequences(True),
+            text_vectors,
+            model_cfg,
+            cfg,
+            best_epoch,
+            None,
+            on_epoch,
+            phase="refit",
+        )
+        history += [{**r, "refit": 1.0} for r in more]
+    return TrainResult(model, best_epoch, best, history, time.perf_counter() - t0)

@@ -1,0 +1,45 @@
+"""The benchmark and the GPU check run end to end on tiny shapes (CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from stream_rec.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_model_bench_reports_latency_and_throughput(exported_version: Path) -> None:
+    from stream_rec.bench.model import run_model_bench
+
+    report = run_model_bench(exported_version, load_settings(device="cpu"), events=30, threads=1)
+    assert report["single_event"]["ort_fp32"]["p99_ms"] > 0
+    assert set(report["throughput_users_per_s"]) == {"batch_1", "batch_32", "batch_256"}
+    assert report["throughput_users_per_s"]["batch_32"]["ort_fp32_over_torch"] > 0
+    assert report["hardware"]["logical_cpus"]
+    json.dumps(report)
+
+
+def test_gpu_check_runs_on_cpu_with_a_flag(tmp_path: Path) -> None:
+    from stream_rec.bench.gpu import run_gpu_check
+
+    report = run_gpu_check("cpu", n_items=40, users=12, seq_len=8, steps=1, batches=(1, 4))
+    assert report["full_step_ms"] > 0 and report["lora_step_ms"] > 0
+    assert set(report["scoring"]) == {"batch_1", "batch_4"}
+
+
+def test_gpu_check_script_has_a_cpu_mode() -> None:
+    script = (ROOT / "deploy" / "gpu_check.sh").read_text()
+    assert "--cpu" in script and "$OUT" in script
+    proc = subprocess.run(
+        [sys.executable, "-m", "stream_rec.bench.gpu", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert proc.returncode == 0 and "--device" in proc.stdout

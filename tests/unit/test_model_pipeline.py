@@ -1,0 +1,205 @@
+"""Model side: training, export parity, registry, runtime scoring, cold start, LoRA."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stream_rec.eval.protocol import evaluate, make_split
+from stream_rec.model import registry
+from stream_rec.model.export import ParityError, check_parity, export_version, load_torch_model
+from stream_rec.model.net import ModelConfig
+from stream_rec.model.runtime import OnnxScorer, choose_providers
+from stream_rec.model.train import TorchRanker, TrainConfig, train
+from stream_rec.serving.scorer import CatalogItem, Scorer, ScoreRequest
+from stream_rec.settings import load_settings
+
+
+def test_training_reduces_loss(trained_planted) -> None:  # type: ignore[no-untyped-def]
+    _, result = trained_planted
+    losses = [r["loss"] for r in result.history]
+    assert losses[-1] < 0.6 * losses[0]
+    assert result.valid_ndcg10 > 0.5  # the +1 walk is learnable
+
+
+def test_training_is_reproducible(planted, planted_text_vectors) -> None:  # type: ignore[no-untyped-def]
+    split = make_split(planted)
+    mcfg = ModelConfig(text_dim=32, dim=8, head_hidden=16, layers=1, heads=1, max_len=8)
+    tcfg = TrainConfig(epochs=2, batch_size=16, final_fit=False, eval_every=1, seed=3)
+    a = train(split, planted_text_vectors, mcfg, tcfg)
+    b = train(split, planted_text_vectors, mcfg, tcfg)
+    assert [r["loss"] for r in a.history] == [r["loss"] for r in b.history]
+
+
+def test_export_parity_and_manifest(exported_version: Path) -> None:
+    manifest = registry.verify(exported_version)
+    parity = manifest["metrics"]["parity_max_abs_diff"]
+    assert set(parity) == {"user_tower", "item_head", "text_encoder"}
+    assert max(parity.values()) <= 1e-4
+    for name in ("user_tower.onnx", "item_head.onnx", "text_encoder.onnx", "items.json"):
+        assert name in manifest["files"]
+    root = exported_version.parent.parent
+    assert registry.resolve(root) == exported_version
+    assert not list((root / "versions").glob(".tmp-*"))
+
+
+def test_registry_detects_tampering(exported_version: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "v"
+    shutil.copytree(exported_version, copy)
+    with open(copy / "popularity.npy", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(registry.RegistryError):
+        registry.verify(copy)
+
+
+def test_parity_check_fails_loudly(exported_version: Path) -> None:
+    head = load_torch_model(exported_version).item.head
+    with torch.no_grad():
+        head.lin.bias += 1.0  # the ONNX file no longer matches this module
+    feeds = {"text_vectors": np.random.default_rng(0).normal(size=(4, 32)).astype(np.float32)}
+    with pytest.raises(ParityError):
+        check_parity(exported_version / "item_head.onnx", head, feeds)
+
+
+def test_runtime_ranks_planted_item_first(exported_version: Path) -> None:
+    scorer = OnnxScorer.load(exported_version.parent.parent, load_settings(device="cpu"))
+    assert isinstance(scorer, Scorer)
+    assert scorer.version == exported_version.name
+    reqs = [
+        ScoreRequest("u1", ["3", "4", "5"]),
+        ScoreRequest("u2", ["10", "11", "12", "13"], exclude=frozenset({"1"})),
+        ScoreRequest("u3", []),
+    ]
+    out = scorer.score(reqs, k=5)
+    assert out[0][0].item_id == "6"
+    assert out[0][0].reason is not None and out[0][0].reason.startswith("because you watched ")
+    assert out[1][0].item_id == "14"
+    assert all(r.item_id not in {"10", "11", "12", "13", "1"} for r in out[1])
+    assert len(out[2]) == 5  # no history: popularity
+
+
+def test_runtime_matches_torch_ranking(exported_version: Path, trained_planted) -> None:  # type: ignore[no-untyped-def]
+    split, _ = trained_planted
+    model = load_torch_model(exported_version)
+    scorer = OnnxScorer.load(exported_version, load_settings(device="cpu"))
+    hists = [split.history(u, "test") for u in range(5)]
+    want = TorchRanker(model).score(hists)
+    got = scorer.score_matrix([[split.item_ids[i] for i in h] for h in hists])
+    assert np.abs(got - want).max() <= 1e-4
+
+
+def test_int8_scorer_agrees_on_top_item(exported_version: Path) -> None:
+    scorer = OnnxScorer.load(exported_version, load_settings(device="cpu"), precision="int8")
+    assert scorer.score([ScoreRequest("u", ["7", "8", "9"])], k=3)[0][0].item_id == "10"
+
+
+def test_upsert_cold_item_from_text(exported_version: Path, planted) -> None:  # type: ignore[no-untyped-def]
+    scorer = OnnxScorer.load(exported_version, load_settings(device="cpu"))
+    # an existing item re-embedded from the same text gets the same text-path vector
+    it = planted.items["5"]
+    before = scorer.items[scorer.index["5"]].copy()
+    scorer.upsert_items([CatalogItem("5", it.title, it.text)])
+    assert np.abs(scorer.items[scorer.index["5"]] - before).max() <= 1e-4
+    scorer.upsert_items([CatalogItem("new-1", "robot ghost", "robot ghost. genres Horror")])
+    assert "new-1" in scorer.index
+    out = scorer.score([ScoreRequest("u", ["1", "2"])], k=len(scorer.item_ids))
+    assert "new-1" in {s.item_id for s in out[0]}
+
+
+def test_providers_follow_settings() -> None:
+    assert choose_providers("cpu") == ["CPUExecutionProvider"]
+    if not torch.cuda.is_available():
+        assert choose_providers("auto") == ["CPUExecutionProvider"]
+
+
+def test_cold_items_excluded_from_training(planted, planted_text_vectors) -> None:  # type: ignore[no-untyped-def]
+    cold = ["3", "4", "17"]
+    split = make_split(planted, cold)
+    cold_idx = {split.index[c] for c in cold}
+    for seq in split.training_sequences(True):
+        assert not cold_idx & set(seq)
+    mcfg = ModelConfig(text_dim=32, dim=8, head_hidden=16, layers=1, heads=1, max_len=8)
+    res = train(split, planted_text_vectors, mcfg, TrainConfig(epochs=2, batch_size=16))
+    counts = res.model.counts.numpy()
+    assert all(counts[i] == 0 for i in cold_idx)
+    gate = res.model.item.gate(res.model.counts)
+    assert all(float(gate[i]) == 0.0 for i in cold_idx)  # cold items: text path only
+    assert counts.sum() > 0
+    # held-out items remain rankable: metrics over users whose test target is cold
+    metrics, _ = evaluate(TorchRanker(res.model), split, "test", users=split.cold_users())
+    assert metrics.users == len(split.cold_users())
+
+
+def test_lora_text_encoder_merge_then_export_parity(
+    trained_planted,
+    tiny_encoder_dir: Path,
+    planted,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    from stream_rec.model.lora import lora_text_encoder, merge_lora
+    from stream_rec.model.text import load_encoder, tokenize
+
+    split, result = trained_planted
+    enc, tok = load_encoder(tiny_encoder_dir)
+    texts = [planted.items[i].text for i in split.item_ids]
+    batch = tokenize(tok, texts[:8])
+    with torch.no_grad():
+        base_out = enc(**batch).clone()
+    peft_enc = lora_text_encoder(enc, rank=4)
+    opt = torch.optim.SGD([p for p in peft_enc.parameters() if p.requires_grad], lr=0.5)
+    for _ in range(3):
+        loss = -(peft_enc(**batch)[:, 0]).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    merged = merge_lora(peft_enc).eval()
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    with torch.no_grad():
+        assert (merged(**batch) - base_out).abs().max() > 1e-3  # the adapters did something
+    out = export_version(
+        result.model,
+        item_ids=split.item_ids,
+        titles=split.item_ids,
+        texts=texts,
+        registry_dir=tmp_path,
+        encoder=merged,  # type: ignore[arg-type]
+        tokenizer=tok,
+        base_model="tiny-bert+lora",
+        int8=False,
+    )
+    parity = registry.verify(out)["metrics"]["parity_max_abs_diff"]
+    assert parity["text_encoder"] <= 1e-4
+
+
+def test_finetune_incremental_publishes_merged_version(
+    exported_version: Path, tmp_path: Path
+) -> None:
+    from stream_rec.model.lora import finetune_incremental
+
+    examples = [["20", "21", "22", "23", "24"], ["1", "2", "3", "4"]]
+    replay = [["5", "6", "7", "8", "9"]]
+    new_dir = finetune_incremental(exported_version, examples, replay, tmp_path, epochs=2)
+    assert new_dir is not None
+    manifest = registry.verify(new_dir)
+    assert manifest["parent"] == exported_version.name
+    assert not any(
+        "lora" in k for k in torch.load(new_dir / "model.pt", weights_only=True)["state"]
+    )
+    scorer = OnnxScorer.load(tmp_path, load_settings(device="cpu"))
+    assert scorer.version == new_dir.name
+    assert scorer.score([ScoreRequest("u", ["3", "4", "5"])], k=1)[0][0].item_id == "6"
+    items = json.loads((new_dir / "items.json").read_text())
+    assert len(items["item_ids"]) == 24
+    # a gate that never passes publishes nothing
+    assert (
+        finetune_incremental(
+            exported_version, examples, replay, tmp_path, gate=lambda m: 0.0, min_gain=1.0
+        )
+        is None
+    )
