@@ -9,6 +9,7 @@ settings that make consumer groups start fast (no initial rebalance delay).
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import shutil
 import signal
@@ -302,6 +303,9 @@ def metadata_ready(bootstrap: str, timeout: float = 5.0, **client_kwargs: object
 
     from aiokafka.admin import AIOKafkaAdminClient
 
+    # While polling a starting broker, refused connections are expected, not errors.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
     async def probe() -> bool:
         admin = AIOKafkaAdminClient(
             bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000), **client_kwargs
@@ -313,7 +317,10 @@ def metadata_ready(bootstrap: str, timeout: float = 5.0, **client_kwargs: object
         finally:
             await admin.close()
 
-    return asyncio.run(probe())
+    try:
+        return asyncio.run(probe())
+    finally:
+        logging.getLogger("aiokafka").setLevel(logging.NOTSET)
 
 
 def broker_from_settings(settings: object | None = None) -> LocalBroker:
