@@ -9,6 +9,8 @@ scorer holder, the thread that runs scoring off the event loop, and the metrics.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import faust
 from prometheus_client import generate_latest
 
+from stream_rec import compat
 from stream_rec.core.session import decode_session
 from stream_rec.metrics import Metrics
 from stream_rec.serving.fallback import PopularityCooccurrenceScorer
@@ -88,9 +91,45 @@ def load_scorer(settings: Settings) -> Scorer:
     return OnnxScorer(version_dir, settings)
 
 
+class StreamRecApp(faust.App):
+    """The worker's Faust app, whose stop has a deadline.
+
+    With the broker unreachable, stopping can hang for ever: aiokafka's fetcher re-raises the
+    cancellation of its pending fetch while closing, the consumer thread dies, and mode waits
+    for it without end. SIGTERM must still end the worker, so a timer thread started when the
+    stop begins exits the process after ``shutdown_timeout_s``. That is safe under
+    at-least-once: offsets not yet committed are re-read by whoever owns the partition next.
+    """
+
+    shutdown_timeout_s: float = 30.0
+    _stop_deadline: threading.Timer | None = None
+
+    async def on_stop(self) -> None:
+        if self._stop_deadline is None:
+            self._stop_deadline = threading.Timer(self.shutdown_timeout_s, self._exit_now)
+            self._stop_deadline.daemon = True
+            self._stop_deadline.start()
+        await super().on_stop()
+
+    async def on_shutdown(self) -> None:  # the whole stop (children too) is done
+        if self._stop_deadline is not None:
+            self._stop_deadline.cancel()
+        await super().on_shutdown()
+
+    def _exit_now(self) -> None:
+        log.error(
+            "worker still stopping after %.0fs (broker unreachable?): exiting now; "
+            "uncommitted events will be re-processed",
+            self.shutdown_timeout_s,
+        )
+        logging.shutdown()
+        os._exit(os.EX_SOFTWARE)
+
+
 def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    compat.apply()
+    app = StreamRecApp(
         settings.app_id,
         broker=[f"kafka://{s}" for s in settings.bootstrap_list],
         broker_credentials=_credentials(settings),
@@ -112,6 +151,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
         autodiscover=False,
         table_cleanup_interval=60.0,
     )
+    app.shutdown_timeout_s = settings.shutdown_timeout_s
     metrics = Metrics()
     holder = ScorerHolder(scorer if scorer is not None else load_scorer(settings))
     metrics.set_model(holder.current.version)

@@ -330,6 +330,18 @@ def bench_pipeline(
     run(_settings(), events=events, out=out)
 
 
+@bench_app.command("soak")
+def bench_soak(
+    minutes: Annotated[float, typer.Option(help="Minutes of load.")] = 10.0,
+    rate: Annotated[float, typer.Option(help="Behaviour events offered per second.")] = 200.0,
+    out: Annotated[Path, typer.Option(help="JSON output.")] = Path("bench/soak.json"),
+) -> None:
+    """One worker under a fixed load: RSS, consumer lag and recs/s every ~5 s, then a drain."""
+    from stream_rec.bench.soak import run
+
+    run(_settings(), minutes=minutes, rate=rate, out=out)
+
+
 def _register_model_commands() -> None:
     try:
         from stream_rec.model import commands as mc

@@ -95,6 +95,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds between a worker's consumer-lag updates and metrics-topic snapshots.",
     )
+    shutdown_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A stopping worker that has not exited after this long (e.g. the broker is "
+        "unreachable) exits at once; uncommitted events are re-processed by the next owner.",
+    )
 
     # --- learning loop -----------------------------------------------------------------------
     rec_context_ttl_s: float = Field(

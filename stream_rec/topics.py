@@ -21,6 +21,8 @@ PUBLIC = (BEHAVIOR, ITEMS, FEEDBACK, RECOMMENDATIONS, DEAD_LETTERS, METRICS)
 INTERNAL = (MODEL_UPDATES, TRAINING_REQUESTS, TRAINING_EXAMPLES)
 # Compacted: the latest value per key is the state (the catalogue, the current model).
 COMPACTED = {ITEMS, MODEL_UPDATES}
+# Faust tables of a worker (stream_rec.tables), whose changelogs `create_topics` makes too.
+CHANGELOG_TABLES = ("sessions", "rec_context")
 # Single-partition: strict order for every reader.
 SINGLE_PARTITION = {MODEL_UPDATES, METRICS, TRAINING_REQUESTS}
 
@@ -90,6 +92,18 @@ async def create_topics(settings: Settings) -> dict[str, str]:
             configs = {"cleanup.policy": "compact"} if short in COMPACTED else {}
             parts = 1 if short in SINGLE_PARTITION else settings.partitions
             wanted.append(NewTopic(name, parts, settings.replication_factor, topic_configs=configs))
+            result[name] = "created"
+        # The tables' changelogs too (Faust's names), so a worker never starts before their
+        # metadata exists: an agent that finds a changelog with 0 partitions dies for good.
+        for table in CHANGELOG_TABLES:
+            name = f"{settings.app_id}-{table}-changelog"
+            if name in existing:
+                result[name] = "exists"
+                continue
+            wanted.append(
+                NewTopic(name, settings.partitions, settings.replication_factor,
+                         topic_configs={"cleanup.policy": "compact"})
+            )  # fmt: skip
             result[name] = "created"
         if wanted:
             resp = await admin.create_topics(wanted)
