@@ -47,7 +47,7 @@ def train_command(
     encoder: Annotated[
         Path | None, typer.Option(help="HF encoder folder (default: bundled all-MiniLM-L6-v2).")
     ] = None,
-    epochs: Annotated[int, typer.Option(help="Most epochs (early stopping on validation).")] = 100,
+    epochs: Annotated[int, typer.Option(help="Most epochs (early stopping on validation).")] = 60,
     patience: Annotated[int, typer.Option(help="Evaluations (every 10 epochs) without gain.")] = 3,
     seed: Annotated[int, typer.Option(help="Seed of weights and batch order.")] = 0,
     dim: Annotated[int, typer.Option(help="Embedding size of both towers.")] = 64,
@@ -55,7 +55,7 @@ def train_command(
     max_len: Annotated[int, typer.Option(help="Longest history the user tower reads.")] = 200,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-3,
     dropout: Annotated[float, typer.Option(help="Dropout of both towers.")] = 0.2,
-    cold_drop: Annotated[float, typer.Option(help="Share of items trained as cold.")] = 0.15,
+    cold_drop: Annotated[float, typer.Option(help="Share of items trained as cold.")] = 0.5,
     gate_c: Annotated[float, typer.Option(help="ID gate n/(n+c): evidence constant c.")] = 5.0,
     final_fit: Annotated[bool, typer.Option(help="Refit on train+validation.")] = True,
     cold_items: Annotated[

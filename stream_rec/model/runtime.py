@@ -55,6 +55,8 @@ def _session(path: Path, providers: list[str], fp16: bool, threads: int) -> Any:
     if threads > 0:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+    # no busy-waiting: scoring shares its cores with the event loop and other workers
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if fp16:
         import onnx
         from onnxruntime.transformers.float16 import convert_float_to_float16

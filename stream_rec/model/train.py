@@ -24,10 +24,10 @@ from stream_rec.model.net import ModelConfig, TwoTower
 class TrainConfig:
     epochs: int = 200
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 0.01
     label_smoothing: float = 0.1
-    cold_drop: float = 0.15
+    cold_drop: float = 0.5
     eval_every: int = 5
     patience: int = 4
     seed: int = 0
