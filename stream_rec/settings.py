@@ -107,7 +107,7 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="How long a recommendation can be joined to its feedback."
     )
     rec_context_per_user: int = Field(
-        20, ge=1, le=1000, description="Recommendations kept per user for feedback joins."
+        5, ge=1, le=1000, description="Recommendations kept per user for feedback joins."
     )
     positive_rating: float = Field(4.0, description="Ratings at or above this are positives.")
     window_seconds: float = Field(
