@@ -126,31 +126,35 @@ class StreamRecApp(faust.App):
         os._exit(os.EX_SOFTWARE)
 
 
+def faust_config(settings: Settings) -> dict[str, Any]:
+    """Faust settings of every worker (and of the benchmark's bare anchor agent)."""
+    return {
+        "broker": [f"kafka://{s}" for s in settings.bootstrap_list],
+        "broker_credentials": _credentials(settings),
+        "store": settings.table_store,
+        "datadir": str(settings.data_dir),
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.replication_factor,
+        "consumer_auto_offset_reset": "earliest",
+        # Short group timeouts: a worker joins (and a dead one is noticed) in seconds.
+        "broker_session_timeout": 10.0,
+        "broker_heartbeat_interval": 1.0,
+        "broker_rebalance_timeout": 20.0,
+        "broker_commit_interval": 1.0,
+        "stream_wait_empty": False,
+        "producer_linger": 0.001,
+        "web_port": settings.web_port,
+        "web_bind": settings.web_host,
+        "web_enabled": True,
+        "autodiscover": False,
+        "table_cleanup_interval": 60.0,
+    }
+
+
 def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     compat.apply()
-    app = StreamRecApp(
-        settings.app_id,
-        broker=[f"kafka://{s}" for s in settings.bootstrap_list],
-        broker_credentials=_credentials(settings),
-        store=settings.table_store,
-        datadir=str(settings.data_dir),
-        topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication_factor,
-        consumer_auto_offset_reset="earliest",
-        # Short group timeouts: a worker joins (and a dead one is noticed) in seconds.
-        broker_session_timeout=10.0,
-        broker_heartbeat_interval=1.0,
-        broker_rebalance_timeout=20.0,
-        broker_commit_interval=1.0,
-        stream_wait_empty=False,
-        producer_linger=0.001,
-        web_port=settings.web_port,
-        web_bind=settings.web_host,
-        web_enabled=True,
-        autodiscover=False,
-        table_cleanup_interval=60.0,
-    )
+    app = StreamRecApp(settings.app_id, **faust_config(settings))
     app.shutdown_timeout_s = settings.shutdown_timeout_s
     metrics = Metrics()
     holder = ScorerHolder(scorer if scorer is not None else load_scorer(settings))

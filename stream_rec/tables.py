@@ -15,6 +15,16 @@ import faust
 
 from stream_rec.settings import Settings
 
+# RocksDB per table partition: Faust's defaults (64 MB write buffers x3, a 2 GB block cache)
+# are sized for a dedicated host; a worker holds 2 tables x N partitions of them. These bound
+# memory to ~16 MB per table partition; values here are small (sessions, recent contexts).
+ROCKSDB_OPTIONS = {
+    "write_buffer_size": 4 * 1024 * 1024,
+    "max_write_buffer_number": 2,
+    "target_file_size_base": 16 * 1024 * 1024,
+    "block_cache_size": 8 * 1024 * 1024,
+}
+
 
 @dataclass(frozen=True)
 class Tables:
@@ -30,6 +40,7 @@ def create_tables(app: faust.App, settings: Settings) -> Tables:
         key_type=bytes,
         value_type=bytes,
         help="Per-user session state (recent items, seen items, counts), keyed by user_id.",
+        options=ROCKSDB_OPTIONS,
     )
     rec_context = app.Table(
         "rec_context",
@@ -38,5 +49,6 @@ def create_tables(app: faust.App, settings: Settings) -> Tables:
         key_type=bytes,
         value_type=bytes,
         help="Per-user recent recommendations (rec_id → history and items), for feedback joins.",
+        options=ROCKSDB_OPTIONS,
     )
     return Tables(sessions=sessions, rec_context=rec_context)

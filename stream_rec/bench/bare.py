@@ -15,23 +15,11 @@ from stream_rec.settings import Settings, load_settings
 
 
 def create_bare_app(settings: Settings) -> faust.App:
-    app = faust.App(
-        f"{settings.app_id}-bare",
-        broker=[f"kafka://{s}" for s in settings.bootstrap_list],
-        store=settings.table_store,
-        datadir=str(settings.data_dir),
-        topic_partitions=settings.partitions,
-        consumer_auto_offset_reset="earliest",
-        broker_session_timeout=10.0,
-        broker_heartbeat_interval=1.0,
-        broker_rebalance_timeout=20.0,
-        broker_commit_interval=1.0,
-        stream_wait_empty=False,
-        producer_linger=0.001,
-        web_port=settings.web_port,
-        web_bind=settings.web_host,
-        autodiscover=False,
-    )
+    from stream_rec import compat
+    from stream_rec.app import faust_config
+
+    compat.apply()  # the same Faust behaviour as the pipeline's workers
+    app = faust.App(f"{settings.app_id}-bare", **faust_config(settings))
     topic = app.topic(
         f"{settings.topic_prefix}behavior",
         key_serializer="raw",
