@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
+from stream_rec.bench.report import print_and_save
 from stream_rec.data.movielens import load_movielens
 from stream_rec.ops.replay import behavior_payload, item_payload, make_producer, select_events
 from stream_rec.settings import Settings
@@ -258,15 +258,7 @@ def run(base: Settings, *, events: int, out: Path, latency_seconds: float = 20.0
             "python": platform.python_version(),
         }
     )
-    t = Table(title="stream-rec bench pipeline")
-    t.add_column("figure")
-    t.add_column("value", justify="right")
-    for k, v in results.items():
-        t.add_row(k, f"{v:.2f}" if isinstance(v, float) else str(v))
-    console.print(t)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    console.print(f"wrote {out}")
+    print_and_save(console, "stream-rec bench pipeline", results, out)
     return results
 
 

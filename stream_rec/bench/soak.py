@@ -17,7 +17,6 @@ JSON; thresholds are the reader's.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import platform
 import sys
@@ -32,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from stream_rec.bench.pipeline import _env, _free_port, _Proc
+from stream_rec.bench.report import print_and_save
 from stream_rec.data.movielens import load_movielens
 from stream_rec.ops.replay import behavior_payload, item_payload, make_producer, select_events
 from stream_rec.settings import Settings
@@ -235,16 +235,7 @@ def run(settings: Settings, minutes: float, rate: float, out: Path) -> dict[str,
         "python": platform.python_version(),
         "samples": [asdict(s) for s in samples],
     }
-    t = Table(title="stream-rec bench soak: summary")
-    t.add_column("figure")
-    t.add_column("value", justify="right")
-    for k, v in results.items():
-        if k != "samples":
-            t.add_row(k, f"{v:.2f}" if isinstance(v, float) else str(v))
-    console.print(t)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    console.print(f"wrote {out}")
+    print_and_save(console, "stream-rec bench soak: summary", results, out, skip=("samples",))
     return results
 
 
