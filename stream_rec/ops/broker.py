@@ -205,7 +205,7 @@ class LocalBroker:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         cfg = self._write_config()
         if not (self.run_dir / "data" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = new_cluster_id()
             fmt = self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(cfg))
             proc = subprocess.run(fmt, capture_output=True, text=True)  # noqa: S603
             if proc.returncode != 0:
@@ -270,6 +270,18 @@ class LocalBroker:
             msg = "stop the broker before wiping its data"
             raise BrokerError(msg)
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: a random UUID in URL-safe base64, as Kafka's ``Uuid`` prints it.
+
+    Like Kafka's own ``Uuid.randomUuid()``, ids starting with '-' are drawn again: the storage
+    tool's argument parser would read one as an option (1 in 64 ids; seen failing in a test).
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def _alive(pid: int) -> bool:

@@ -107,3 +107,13 @@ def test_broker_from_settings_uses_the_first_bootstrap_port(tmp_path: Path) -> N
     s = load_settings(bootstrap_servers="127.0.0.1:29092,127.0.0.1:39092", home=tmp_path)
     b = broker_mod.broker_from_settings(s)
     assert (b.port, b.home, b.version) == (29092, tmp_path, s.kafka_version)
+
+
+def test_cluster_ids_never_start_with_a_dash_and_decode_to_16_bytes() -> None:
+    import base64
+
+    from stream_rec.ops.broker import new_cluster_id
+
+    ids = [new_cluster_id() for _ in range(5000)]  # ~78 would start with '-' if unchecked
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)
