@@ -33,22 +33,24 @@ class Tables:
 
 
 def create_tables(app: faust.App, settings: Settings) -> Tables:
-    sessions = app.Table(
-        "sessions",
-        default=None,
-        partitions=settings.partitions,
-        key_type=bytes,
-        value_type=bytes,
-        help="Per-user session state (recent items, seen items, counts), keyed by user_id.",
-        options=ROCKSDB_OPTIONS,
+    def user_table(name: str, help_: str) -> Any:
+        return app.Table(
+            name,
+            default=None,
+            partitions=settings.partitions,
+            key_type=bytes,
+            value_type=bytes,
+            help=help_,
+            options=ROCKSDB_OPTIONS,
+        )
+
+    return Tables(
+        sessions=user_table(
+            "sessions",
+            "Per-user session state (recent items, seen items, counts), keyed by user_id.",
+        ),
+        rec_context=user_table(
+            "rec_context",
+            "Per-user recent recommendations (rec_id → history and items), for feedback joins.",
+        ),
     )
-    rec_context = app.Table(
-        "rec_context",
-        default=None,
-        partitions=settings.partitions,
-        key_type=bytes,
-        value_type=bytes,
-        help="Per-user recent recommendations (rec_id → history and items), for feedback joins.",
-        options=ROCKSDB_OPTIONS,
-    )
-    return Tables(sessions=sessions, rec_context=rec_context)

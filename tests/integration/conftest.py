@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -195,10 +195,15 @@ async def produce(
         await p.stop()
 
 
-async def consume(
-    settings: Settings, topic: str, n: int, timeout: float, settle: float
+async def read_topic(
+    settings: Settings,
+    topic: str,
+    done: Callable[[list[Any]], bool],
+    timeout: float,
+    settle: float = 0.0,
 ) -> list[Any]:
-    """Read a topic from the beginning until ``n`` records (then ``settle`` s more) or timeout."""
+    """Every record of ``topic`` from the beginning, until ``done(records)`` holds (then
+    ``settle`` s more, to catch duplicates) or ``timeout``; returns what was read."""
     from aiokafka import AIOKafkaConsumer
 
     c = AIOKafkaConsumer(
@@ -207,6 +212,7 @@ async def consume(
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
     )
     await c.start()
     out: list[Any] = []
@@ -214,16 +220,22 @@ async def consume(
         deadline = time.monotonic() + timeout
         settle_until: float | None = None
         while time.monotonic() < deadline:
-            batch = await c.getmany(timeout_ms=300)
-            for recs in batch.values():
+            for recs in (await c.getmany(timeout_ms=300)).values():
                 out.extend(recs)
-            if len(out) >= n:
-                settle_until = settle_until or time.monotonic() + settle
-                if time.monotonic() >= settle_until:
-                    break
+            if settle_until is None and out and done(out):
+                settle_until = time.monotonic() + settle
+            if settle_until is not None and time.monotonic() >= settle_until:
+                break
     finally:
         await c.stop()
     return out
+
+
+async def consume(
+    settings: Settings, topic: str, n: int, timeout: float, settle: float
+) -> list[Any]:
+    """Read a topic from the beginning until ``n`` records (then ``settle`` s more) or timeout."""
+    return await read_topic(settings, topic, lambda out: len(out) >= n, timeout, settle)
 
 
 @pytest.fixture
@@ -263,3 +275,15 @@ def behavior(user: str, item: str, ts: float | None = None, event: str = "view")
 
 
 Factory = Callable[..., WorkerProc]
+T = TypeVar("T")
+
+
+def wait_for(what: str, fn: Callable[[], T | None], timeout: float, poll: float = 0.5) -> T:
+    """Poll ``fn`` until it returns something other than None (or fail with ``what``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = fn()
+        if got is not None:
+            return got
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -9,30 +9,25 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_rec.topics import PUBLIC
-from tests.integration.conftest import ROOT, Pipeline, WorkerProc, behavior, items_messages
+from tests.integration.conftest import (
+    ROOT,
+    Pipeline,
+    WorkerProc,
+    behavior,
+    items_messages,
+    read_topic,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
-T = TypeVar("T")
 Scrape = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def wait_for(what: str, fn: Callable[[], T | None], timeout: float, poll: float = 0.5) -> T:
-    """Poll ``fn`` until it returns something other than None (or fail with ``what``)."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last is not None:
-            return last
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def scrape(w: WorkerProc) -> Scrape:
@@ -65,26 +60,9 @@ async def _read_until(
     p: Pipeline, topic: str, done: Callable[[list[Any]], bool], timeout: float
 ) -> list[Any]:
     """Every record of ``topic`` from the beginning, read until ``done(records)`` holds."""
-    from aiokafka import AIOKafkaConsumer
-
-    c = AIOKafkaConsumer(
-        p.topic(topic),
-        bootstrap_servers=p.settings.bootstrap_list,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await c.start()
-    out: list[Any] = []
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for batch in (await c.getmany(timeout_ms=300)).values():
-                out.extend(batch)
-            if out and done(out):
-                return out
-    finally:
-        await c.stop()
+    out = await read_topic(p.settings, p.topic(topic), done, timeout)
+    if out and done(out):
+        return out
     raise AssertionError(f"{topic}: condition not met in {timeout}s ({len(out)} records)")
 
 

@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import msgpack
 import psutil
@@ -34,24 +34,21 @@ from stream_rec.ops.broker import LocalBroker
 from stream_rec.schemas import DeadLetter, InvalidEvent, decode_behavior
 from stream_rec.settings import load_settings
 from stream_rec.topics import create_topics_sync
-from tests.integration.conftest import Pipeline, WorkerProc, behavior, items_messages
+from tests.integration.conftest import (
+    Pipeline,
+    WorkerProc,
+    behavior,
+    items_messages,
+    read_topic,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
-T = TypeVar("T")
 Msg = tuple[bytes | None, bytes | None]
 
 
 # ---- helpers --------------------------------------------------------------------------------
-def wait_for(what: str, fn: Callable[[], T | None], timeout: float, poll: float = 0.5) -> T:
-    """Poll ``fn`` until it returns something other than None (or fail with ``what``)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = fn()
-        if got is not None:
-            return got
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def recs_total(w: WorkerProc) -> float:
@@ -73,37 +70,6 @@ def behavior_partitions(p: Pipeline, st_: dict[str, Any] | None) -> set[str]:
     return {a for a in (st_ or {}).get("assignment", []) if a.startswith(prefix)}
 
 
-async def _read_until(
-    p: Pipeline, topic: str, done: Callable[[list[Any]], bool], timeout: float, settle: float
-) -> list[Any]:
-    """Every record of ``topic`` from the beginning, until ``done`` holds (+``settle`` s)."""
-    from aiokafka import AIOKafkaConsumer
-
-    c = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=p.settings.bootstrap_list,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-    )
-    await c.start()
-    out: list[Any] = []
-    try:
-        deadline = time.monotonic() + timeout
-        settle_until: float | None = None
-        while time.monotonic() < deadline:
-            for batch in (await c.getmany(timeout_ms=300)).values():
-                out.extend(batch)
-            if settle_until is None and out and done(out):
-                settle_until = time.monotonic() + settle
-            if settle_until is not None and time.monotonic() >= settle_until:
-                return out
-    finally:
-        await c.stop()
-    return out
-
-
 def read_until(
     p: Pipeline,
     short: str,
@@ -114,7 +80,7 @@ def read_until(
     full_name: bool = False,
 ) -> list[Any]:
     topic = short if full_name else p.topic(short)
-    return asyncio.run(_read_until(p, topic, done, timeout, settle))
+    return asyncio.run(read_topic(p.settings, topic, done, timeout, settle))
 
 
 def rec_ids_of(records: list[Any]) -> Counter[str]:
