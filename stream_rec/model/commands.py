@@ -92,6 +92,7 @@ def train_command(
         final_fit=final_fit,
         eval_every=10,
         patience=patience,
+        device=settings.device,
     )
     with Progress(
         TextColumn("{task.description}"),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,11 +22,19 @@ from torch import nn
 from stream_rec.model import registry
 from stream_rec.model.export import export_version, load_torch_model
 from stream_rec.model.net import TwoTower
-from stream_rec.model.train import TrainConfig, epoch_batches, item_counts, train_epoch
-from stream_rec.settings import Settings
+from stream_rec.model.train import (
+    TrainConfig,
+    epoch_batches,
+    item_counts,
+    resolve_device,
+    train_epoch,
+)
 
 USER_TOWER_TARGETS = ["qkv", "out", "ff1", "ff2", "lin", "mlp.0", "mlp.3"]
 TEXT_ENCODER_TARGETS = ["query", "key", "value", "dense"]
+
+if TYPE_CHECKING:
+    from stream_rec.settings import Settings
 
 
 def add_lora(module: nn.Module, targets: Sequence[str], rank: int = 8, alpha: int = 16) -> Any:
@@ -79,13 +87,14 @@ def finetune_incremental(
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    threads = 2 if settings is None or settings.device != "cuda" else 0
-    if threads:
-        torch.set_num_threads(threads)
+    dev = resolve_device(settings.device if settings is not None else "auto")
+    if dev.type == "cpu":
+        torch.set_num_threads(2)
     model = load_torch_model(base_dir)
     # evidence grows with the new window: the ID gate opens for items that earned it
     new_counts = item_counts([[index[i] for i in s if i in index] for s in examples], model.n_items)
     model.counts += torch.from_numpy(new_counts)
+    model.to(dev)
     peft_model = add_lora(model, USER_TOWER_TARGETS, rank, 2 * rank)
     inner: TwoTower = peft_model.base_model.model
     inner.item.id_emb.weight.requires_grad_(True)
@@ -98,7 +107,7 @@ def finetune_incremental(
         losses.append(train_epoch(inner, opt, batches, cfg))
     merged = merge_lora(peft_model)
     assert isinstance(merged, TwoTower)  # noqa: S101
-    merged.eval()
+    merged.cpu().eval()  # gate, export and parity check on CPU
     wall = time.perf_counter() - t0
     metrics: dict[str, Any] = {
         "finetune_wall_s": wall,

@@ -32,6 +32,11 @@ class TrainConfig:
     patience: int = 4
     seed: int = 0
     threads: int = 2
+    softmax_unseen: bool = False
+    """Keep items without training interactions in the softmax as negatives (see
+    ``train_epoch``); off by default because it buries exactly the items cold start needs."""
+    device: str = "auto"
+    """``auto`` = CUDA when torch sees a GPU, else CPU; or ``cpu``/``cuda``."""
     final_fit: bool = True
     """After early stopping, refit from scratch on train+validation for the best epoch count."""
 
@@ -48,6 +53,19 @@ class TrainResult:
     wall_s: float = 0.0
 
 
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` → CUDA when torch sees a GPU, else CPU. ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        msg = "device 'cuda' was asked for, but torch sees no CUDA device"
+        raise RuntimeError(msg)
+    if name not in {"cpu", "cuda"}:
+        msg = f"unknown device {name!r} (auto, cpu or cuda)"
+        raise ValueError(msg)
+    return torch.device(name)
+
+
 class TorchRanker:
     """Scores the catalogue with the torch model (validation and the eager benchmark)."""
 
@@ -59,13 +77,13 @@ class TorchRanker:
 
     @torch.no_grad()
     def user_vectors(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
-        idx = left_pad([list(h)[-self.max_len :] for h in histories])
+        idx = left_pad([list(h)[-self.max_len :] for h in histories]).to(self.items.device)
         seq, mask = self.model.embed_sequences(idx, self.items)
         return self.model.user(seq, mask)[:, -1, :]
 
     def score(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
         with torch.no_grad():
-            return (self.user_vectors(histories) @ self.items.T).numpy()
+            return (self.user_vectors(histories) @ self.items.T).cpu().numpy()
 
 
 def left_pad(seqs: Sequence[Sequence[int]], length: int | None = None) -> torch.Tensor:
@@ -115,10 +133,11 @@ def train_epoch(
     trainable_items: torch.Tensor | None = None,
 ) -> float:
     model.train()
+    dev = model.text_vectors.device
     total, count = 0.0, 0
     for batch in batches:
-        idx = left_pad([w[:-1] for w in batch])
-        tgt = left_pad([w[1:] for w in batch])
+        idx = left_pad([w[:-1] for w in batch]).to(dev, non_blocking=True)
+        tgt = left_pad([w[1:] for w in batch]).to(dev, non_blocking=True)
         items = model.item_matrix(cfg.cold_drop)
         seq, mask = model.embed_sequences(idx, items)
         h = model.user(seq, mask)
@@ -127,6 +146,8 @@ def train_epoch(
         # does not exist yet when the model trains): never push them down as negatives, or the
         # text head learns to bury exactly the items cold start must surface.
         active = model.counts > 0
+        if cfg.softmax_unseen:
+            active[:] = True
         active[tgt[valid]] = True
         remap = torch.cumsum(active.long(), 0) - 1  # catalogue index → column among active
         logits = h[valid] @ items[active].T
@@ -164,6 +185,7 @@ def fit(
     rng = _seed(cfg.seed, cfg.threads)
     counts = torch.from_numpy(item_counts(seqs, text_vectors.shape[0]))
     model = TwoTower(model_cfg, torch.from_numpy(text_vectors), counts)
+    model.to(resolve_device(cfg.device))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     best_state: dict[str, Any] | None = None
     best, best_epoch, bad = -1.0, epochs, 0
@@ -188,7 +210,7 @@ def fit(
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-    model.eval()
+    model.cpu().eval()  # export and serving run on CPU tensors
     return model, best_epoch, best, history
 
 

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from stream_rec.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,6 +32,30 @@ def test_gpu_check_runs_on_cpu_with_a_flag(tmp_path: Path) -> None:
     report = run_gpu_check("cpu", n_items=40, users=12, seq_len=8, steps=1, batches=(1, 4))
     assert report["full_step_ms"] > 0 and report["lora_step_ms"] > 0
     assert set(report["scoring"]) == {"batch_1", "batch_4"}
+    assert report["auto_device"] in {"cpu", "cuda"}
+
+
+def test_text_encoder_check_trains_only_the_lora_adapters() -> None:
+    from stream_rec.bench.gpu import run_text_encoder_check
+
+    r = run_text_encoder_check("cpu", steps=1, batch=4, tokens=8, encode_batch=4, layers=1,
+                               hidden=32)  # fmt: skip
+    assert 0 < r["trainable_params"] < r["total_params"] / 10
+    assert r["lora_step_ms_fp32"] > 0 and r["encode_texts_per_s_bf16"] > 0
+
+
+def test_training_device_resolution() -> None:
+    import torch
+
+    from stream_rec.model.train import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            resolve_device("cuda")
 
 
 def test_gpu_check_script_has_a_cpu_mode() -> None:
