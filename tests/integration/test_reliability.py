@@ -103,6 +103,46 @@ def lost(expected: dict[str, tuple[int, int]], got: Counter[str]) -> str:
     return ", ".join(f"p{t}: {len(o)} [{min(o)}..{max(o)}]" for t, o in sorted(by_tp.items()))
 
 
+def committed_offsets(p: Pipeline, short: str) -> dict[int, int]:
+    """The group's committed offsets (next offset to read) on ``short``, by partition."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def read() -> dict[int, int]:
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=p.settings.bootstrap_list, **p.settings.kafka_client_kwargs()
+        )
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(p.settings.app_id)
+        finally:
+            await admin.close()
+        return {tp.partition: om.offset for tp, om in offsets.items() if tp.topic == p.topic(short)}
+
+    return asyncio.run(read())
+
+
+def blame(
+    expected: dict[str, tuple[int, int]], got: Counter[str], committed: dict[int, int]
+) -> str:
+    """For a failure message: was each lost event behind the offsets committed before the
+    restart (so the first worker committed past it) or ahead of them (the second skipped it)?"""
+    lost_ = [off for r, off in expected.items() if r not in got]
+    behind = sum(1 for part, off in lost_ if off < committed.get(part, 0))
+    return f"committed at the kill {committed}: {behind} of {len(lost_)} lost events behind them"
+
+
+def dead_lettered(p: Pipeline, expected: dict[str, tuple[int, int]], got: Counter[str]) -> str:
+    """For a failure message: which of the events without a recommendation were dead-lettered."""
+    missing = {off for r, off in expected.items() if r not in got}
+    letters = read_until(p, "dead-letters", lambda rs: False, timeout=3)
+    reasons: Counter[str] = Counter()
+    for rec in letters:
+        dl = json.loads(rec.value) if rec.value[:1] == b"{" else msgpack.unpackb(rec.value)
+        if (dl["partition"], dl["offset"]) in missing:
+            reasons[dl["error"].split(":", 1)[0]] += 1
+    return f"dead-lettered: {dict(reasons) or 'none'} of {len(missing)}"
+
+
 def collect_recommendations(
     p: Pipeline, expected: dict[str, tuple[int, int]], timeout: float, settle: float = 3.0
 ) -> Counter[str]:
@@ -192,6 +232,7 @@ def test_sigkill_mid_stream_loses_no_event(pipeline: Pipeline) -> None:
     w.stop(signal.SIGKILL)
     killed = time.monotonic()
     assert 0 < before_kill < len(msgs), before_kill
+    at_kill = committed_offsets(pipeline, "behavior")
 
     w2 = pipeline.worker("w").start()  # same name: the same data folder (RocksDB) again
     w2.wait_ready()
@@ -204,7 +245,11 @@ def test_sigkill_mid_stream_loses_no_event(pipeline: Pipeline) -> None:
     got = collect_recommendations(pipeline, expected, timeout=120)
     all_s = time.monotonic() - killed
     missing = set(expected) - set(got)
-    assert not missing, f"lost after SIGKILL: {lost(expected, got)}\n{w2.tail()}"
+    assert not missing, (
+        f"lost after SIGKILL: {lost(expected, got)}; {dead_lettered(pipeline, expected, got)}; "
+        f"{blame(expected, got, at_kill)}"
+        f"\n{w2.tail()}"
+    )
     assert set(got) <= set(expected), "recommendations for events that were never produced"
     dups = {r: c for r, c in got.items() if c > 1}
     excess = session_excess(w2, per_user(msgs))
@@ -252,7 +297,10 @@ def test_survivor_takes_over_a_killed_workers_partitions(pipeline: Pipeline) -> 
     expected = expected_rec_ids(pipeline, len(msgs))
     got = collect_recommendations(pipeline, expected, timeout=120)
     missing = set(expected) - set(got)
-    assert not missing, f"lost after a worker died: {lost(expected, got)}\n{a.tail()}"
+    assert not missing, (
+        f"lost after a worker died: {lost(expected, got)}; "
+        f"{dead_lettered(pipeline, expected, got)}\n{a.tail()}"
+    )
     dups = sum(c - 1 for c in got.values())
     excess = session_excess(a, per_user(msgs))
     print(
@@ -345,7 +393,10 @@ def test_worker_rides_out_a_broker_restart(own_broker: LocalBroker, side: Pipeli
     got = collect_recommendations(side, expected, timeout=150)
     recovered_s = time.monotonic() - back
     missing = set(expected) - set(got)
-    assert not missing, f"lost across the restart: {lost(expected, got)}\n{w.tail()}"
+    assert not missing, (
+        f"lost across the restart: {lost(expected, got)}; "
+        f"{dead_lettered(side, expected, got)}\n{w.tail()}"
+    )
     print(
         f"\n[broker] stopped after {at_stop:.0f}/{len(first)} recs, down {down_s:.0f}s, worker "
         f"CPU {[round(c) for c in cpu]} % of one core; all {len(expected)} events covered "
