@@ -125,6 +125,11 @@ class Settings(BaseSettings):
     replay_examples: int = Field(
         5000, ge=0, description="Older examples kept and mixed into each incremental fine-tune."
     )
+    learn_from_behavior: bool = Field(
+        True,
+        description="Every behaviour event is also a positive training example (history -> "
+        "item), so fine-tunes learn what users did, not only which recommendations they clicked.",
+    )
     finetune_epochs: int = Field(3, ge=1, le=100, description="Epochs per incremental fine-tune.")
     finetune_lr: float = Field(
         1e-3, gt=0, le=1.0, description="Learning rate of the LoRA adapters in a fine-tune."

@@ -24,7 +24,7 @@ import msgpack
 from faust.streams import _current_event as _current_event_var
 
 from stream_rec.agents.common import limits, send_dead_letter
-from stream_rec.core.context import remember
+from stream_rec.core.context import example, label_of, remember
 from stream_rec.core.session import Session, apply_event, decode_session, encode_session
 from stream_rec.schemas import Behavior, InvalidEvent, RecItem, Recommendation, encode
 from stream_rec.serving.scorer import ScoredItem, Scorer, ScoreRequest
@@ -109,6 +109,13 @@ def register(pipeline: Pipeline) -> None:
         before: Session = decode_session(sessions.get(key))
         after = apply_event(before, ev, max_items=settings.session_length)
         sessions[key] = encode_session(after)
+        if settings.learn_from_behavior and before["items"]:
+            # a low rating is an interaction, but not a positive one
+            rate = ev.event == "rate"
+            label = label_of("rate", ev.value, settings.positive_rating) if rate else 1
+            ex = example(ev.user_id, before["items"], ev.item_id, label, ev.ts, None, False,
+                         "behavior")  # fmt: skip
+            await examples_topic.send(key=key, value=msgpack.packb(ex, use_bin_type=True))
         msg = event.message
         return Job(
             key=key,

@@ -78,9 +78,10 @@ def label_of(label: str, value: float | None, positive_rating: float) -> int:
 
 def example(
     user_id: str, history: Sequence[str], item_id: str, label: int, ts: float,
-    rec_id: str | None, matched: bool,
+    rec_id: str | None, matched: bool, source: str = "feedback",
 ) -> dict[str, Any]:  # fmt: skip
-    """One labelled training example (msgpack on the training-examples topic)."""
+    """One labelled training example (msgpack on the training-examples topic); ``source`` is
+    ``feedback`` (an answer to a recommendation) or ``behavior`` (an interaction itself)."""
     return {
         "user_id": user_id,
         "history": list(history),
@@ -89,4 +90,5 @@ def example(
         "ts": ts,
         "rec_id": rec_id,
         "matched": matched,
+        "source": source,
     }

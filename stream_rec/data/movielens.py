@@ -67,6 +67,8 @@ class MovieLens:
     name: str
     items: dict[str, Item]
     interactions: list[Interaction] = field(repr=False)
+    train_until_ts: float | None = None
+    """Set when the interactions were cut at a time (training on the past only)."""
 
     def chronological(self) -> list[Interaction]:
         """All interactions by timestamp; ties by user, then numeric item id (DESIGN.md)."""

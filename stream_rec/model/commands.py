@@ -62,6 +62,13 @@ def train_command(
         str | None, typer.Option(help="Hold out items: a fraction (0.1) or a file of ids.")
     ] = None,
     cold_seed: Annotated[int, typer.Option(help="Seed of the held-out item draw.")] = 0,
+    until_quantile: Annotated[
+        float | None,
+        typer.Option(
+            help="Train on the interactions before this quantile of time only "
+            "(0.8: the first 80%), so `simulate` can replay the rest out of sample."
+        ),
+    ] = None,
     export: Annotated[bool, typer.Option(help="Export the model into the registry.")] = True,
     out_json: Annotated[Path | None, typer.Option(help="Write the metrics here.")] = None,
 ) -> None:
@@ -75,7 +82,7 @@ def train_command(
     from stream_rec.settings import load_settings
 
     settings = load_settings()
-    prepared = prepare(settings, dataset, cold_items, cold_seed, encoder)
+    prepared = prepare(settings, dataset, cold_items, cold_seed, encoder, until_quantile)
     mcfg = ModelConfig(
         text_dim=int(prepared.text_vectors.shape[1]),
         dim=dim,

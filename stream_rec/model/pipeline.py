@@ -53,10 +53,16 @@ def prepare(
     cold_items: str | None = None,
     cold_seed: int = 0,
     encoder_path: Path | None = None,
+    until_quantile: float | None = None,
 ) -> Prepared:
+    """Load, split and embed. ``until_quantile`` (0 < q < 1) keeps only the interactions before
+    that quantile of time, so the rest can be replayed out of sample (``stream-rec simulate``);
+    the cutoff is recorded in the version's manifest as ``train_until_ts``."""
     from stream_rec.data.movielens import load_movielens
 
     ds = load_movielens(dataset, settings.home)
+    if until_quantile is not None:
+        cut_at_quantile(ds, until_quantile)
     split = make_split(ds)
     cold = cold_item_ids(split.item_ids, cold_items, cold_seed)
     if cold:
@@ -65,6 +71,17 @@ def prepare(
     titles = [ds.items[i].title for i in split.item_ids]
     vectors = cached_text_vectors(texts, encoder_path, settings.home)
     return Prepared(ds, split, texts, titles, vectors)
+
+
+def cut_at_quantile(ds: Any, q: float) -> float:
+    """Keep the interactions before the ``q`` quantile of time; record and return the cutoff."""
+    if not 0.0 < q < 1.0:
+        msg = f"until_quantile must be in (0, 1), got {q}"
+        raise ValueError(msg)
+    cutoff = float(np.quantile([x.ts for x in ds.interactions], q))
+    ds.interactions = [x for x in ds.interactions if x.ts < cutoff]
+    ds.train_until_ts = cutoff
+    return cutoff
 
 
 class OnnxRanker:
@@ -125,6 +142,8 @@ def train_and_export(
         "cold_items": sorted(split.item_ids[i] for i in split.cold),
         "dataset": prepared.dataset.name,
     }
+    if prepared.dataset.train_until_ts is not None:
+        extra["train_until_ts"] = prepared.dataset.train_until_ts
     path = export_version(
         result.model,
         item_ids=split.item_ids,

@@ -71,7 +71,10 @@ async def run_simulation(
     rate: float,
     horizon: int = 10,
     block: int = 1000,
+    counted: list[bool] | None = None,
 ) -> SimResult:
+    """``counted[n]`` False = a warm-up event: replayed (it builds the session) but neither
+    scored into HR@10 nor answered with feedback."""
     from aiokafka import AIOKafkaConsumer
 
     from stream_rec.agents.models import decode_announcement
@@ -82,11 +85,15 @@ async def run_simulation(
     pos: dict[tuple[str, float], int] = {}
     stamps: list[float] = []
     t0 = time.time()
+    warm_up: set[tuple[str, float]] = set()
     for n, x in enumerate(events):
         ts = t0 + n * 1e-6  # unique event ts per event; the real order is kept
         stamps.append(ts)
         pos[(x.user_id, ts)] = len(seqs[x.user_id])
         seqs[x.user_id].append(x.item_id)
+        if counted is not None and not counted[n]:
+            warm_up.add((x.user_id, ts))
+    n_counted = len(events) - len(warm_up)
     res = SimResult(label)
     consumer = AIOKafkaConsumer(
         topics.recommendations, topics.model_updates, bootstrap_servers=settings.bootstrap_list,
@@ -123,7 +130,7 @@ async def run_simulation(
                         continue
                     rec = json.loads(r.value)
                     key = (rec["user_id"], rec["event_ts"])
-                    if key not in pos:
+                    if key not in pos or key in warm_up:
                         continue
                     res.recommendations += 1
                     res.versions.setdefault(rec["model_version"], rec["emitted_ts"])
@@ -155,9 +162,7 @@ async def run_simulation(
                 await producer.send(topics.feedback, v, key=k)
             if batch:
                 idle = time.monotonic()
-            if sender.done() and (
-                res.recommendations >= len(events) or time.monotonic() - idle > 30
-            ):
+            if sender.done() and (res.recommendations >= n_counted or time.monotonic() - idle > 30):
                 break
     finally:
         sender.cancel()
@@ -202,7 +207,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _one_run(base: Settings, ds: MovieLens, events: list[Interaction], registry: Path,
-             learning: bool, rate: float, work: Path) -> SimResult:  # fmt: skip
+             learning: bool, rate: float, work: Path,
+             counted: list[bool] | None = None) -> SimResult:  # fmt: skip
     run_id = uuid.uuid4().hex[:8]
     label = "learning" if learning else "frozen"
     s = base.model_copy(update={"topic_prefix": f"sim-{run_id}.", "app_id": f"sim-{run_id}"})
@@ -249,22 +255,66 @@ def _one_run(base: Settings, ds: MovieLens, events: list[Interaction], registry:
                     stdout=f, stderr=subprocess.STDOUT,
                 )  # fmt: skip
         console.print(f"[bold]{label}[/bold]: replaying {len(events)} events at {rate:.0f}/s…")
-        return asyncio.run(run_simulation(s, ds, events, label, rate=rate))
+        return asyncio.run(run_simulation(s, ds, events, label, rate=rate, counted=counted))
     finally:
         if trainer is not None:
             _stop(trainer)
         _stop(worker)
 
 
+def train_until(registry: Path) -> float | None:
+    """The time cutoff the registry's current version was trained before (None: all data)."""
+    from stream_rec.model import registry as reg
+
+    value = reg.read_manifest(reg.resolve(registry)).get("train_until_ts")
+    return float(value) if value is not None else None
+
+
+def out_of_sample_events(
+    ds: MovieLens, cutoff: float, users: int | None, limit: int | None, warm: int = 20
+) -> tuple[list[Interaction], list[bool]]:
+    """Events at or after ``cutoff`` (the model never trained on them), for the first ``users``
+    users active then, up to ``limit``; each user's last ``warm`` earlier interactions go first
+    as warm-up (they rebuild the session; not counted)."""
+    later = [x for x in ds.chronological() if x.ts >= cutoff]
+    chosen: list[str] = []
+    for x in later:
+        if x.user_id not in chosen:
+            chosen.append(x.user_id)
+    keep = set(chosen[:users] if users else chosen)
+    post = (
+        [x for x in later if x.user_id in keep][:limit]
+        if limit
+        else [x for x in later if x.user_id in keep]
+    )
+    active = {x.user_id for x in post}
+    earlier: dict[str, list[Interaction]] = {}
+    for x in ds.chronological():
+        if x.ts < cutoff and x.user_id in active:
+            earlier.setdefault(x.user_id, []).append(x)
+    pre = sorted((x for xs in earlier.values() for x in xs[-warm:]), key=lambda x: x.ts)
+    return pre + post, [False] * len(pre) + [True] * len(post)
+
+
 def simulate(base: Settings, ds: MovieLens, *, registry: Path, users: int | None,
              limit: int | None, rate: float, out: Path) -> dict[str, Any]:  # fmt: skip
-    events = select_events(ds, users, limit)
+    cutoff = train_until(registry)
+    if cutoff is None:
+        events, counted = select_events(ds, users, limit), None
+        console.print(
+            "[yellow]the registry's model was not trained with --until-quantile: it has seen "
+            "the replayed events (in-sample); the comparison favours the frozen model[/yellow]"
+        )
+    else:
+        events, counted = out_of_sample_events(ds, cutoff, users, limit)
     work = base.home / "simulate" / time.strftime("%Y%m%d-%H%M%S")
     work.mkdir(parents=True, exist_ok=True)
-    frozen = _one_run(base, ds, events, registry, False, rate, work)
-    learning = _one_run(base, ds, events, registry, True, rate, work)
+    frozen = _one_run(base, ds, events, registry, False, rate, work, counted)
+    learning = _one_run(base, ds, events, registry, True, rate, work, counted)
     fresh = learning.freshness()
     result = {
+        "train_until_ts": cutoff,
+        "warm_up_events": 0 if counted is None else counted.count(False),
         "events": len(events),
         "rate": rate,
         "frozen_hr10": frozen.hr10,

@@ -102,7 +102,10 @@ def test_feedback_window_promotes_a_model_and_workers_swap_without_restart(
     shutil.copytree(template, root)
     v0 = (root / "CURRENT").read_text().strip()
     pipeline.produce("items", _items(ds))
-    w: WorkerProc = pipeline.worker("w", STREAM_REC_MODEL_PATH=str(root)).start()
+    # The windows hold this test's feedback alone (behaviour examples: test_pipeline.py).
+    w: WorkerProc = pipeline.worker(
+        "w", STREAM_REC_MODEL_PATH=str(root), STREAM_REC_LEARN_FROM_BEHAVIOR="false"
+    ).start()
     assert w.wait_ready()["model_version"] == v0
     trainer = _trainer(
         pipeline, root, STREAM_REC_WINDOW_EXAMPLES="150", STREAM_REC_WINDOW_MIN_EXAMPLES="50",

@@ -6,6 +6,7 @@ import base64
 import json
 import random
 import time
+from collections import Counter
 
 import msgpack
 import pytest
@@ -52,6 +53,20 @@ def test_every_user_gets_contract_recommendations(pipeline: Pipeline) -> None:
     for u, recs in by_user.items():
         last = max(recs, key=lambda r: r.event_ts)
         assert not {x.item_id for x in last.items} & seen[u]
+    # Every event after a user's first is also a positive example for the trainer: the
+    # history before it → the item (STREAM_REC_LEARN_FROM_BEHAVIOR, on by default).
+    n_first = len({u for u, _ in sent})
+    examples = pipeline.consume("training-examples", 1000 - n_first, timeout=60, settle=2.0)
+    got = [msgpack.unpackb(m.value) for m in examples]
+    assert len(got) == 1000 - n_first
+    assert {e["source"] for e in got} == {"behavior"} and {e["label"] for e in got} == {1}
+    history: dict[str, list[str]] = {}
+    expected: Counter[tuple[str, str, tuple[str, ...]]] = Counter()
+    for u, i in sent:  # the session's recent items: an item moves to the end when repeated
+        if u in history:
+            expected[(u, i, tuple(history[u]))] += 1
+        history[u] = [x for x in history.get(u, []) if x != i] + [i]
+    assert Counter((e["user_id"], e["item_id"], tuple(e["history"])) for e in got) == expected
     assert w.alive()
 
 
