@@ -82,6 +82,18 @@ def test_feedback_consistent_with_held_out_is_promoted(registry_root: Path) -> N
     assert manifest["parent"] == before
 
 
+def test_the_gate_holds_out_behaviour_not_clicks_on_recommendations(registry_root: Path) -> None:
+    """Clicks on recommended items would make a self-reinforcing gate: when the window holds
+    behaviour examples (what users really did next), the newest of those are held out."""
+    settings = load_settings(model_path=registry_root, promote_tolerance=0.0, finetune_epochs=1)
+    clicks = [ex(walk(s, 5), walk(s, 6)[-1], 500 + s) for s in range(40)]  # the newest
+    behaviour = [{**ex(walk(s, 5), walk(s, 6)[-1], s), "source": "behavior"} for s in range(50)]
+    out = Trainer(settings, registry_root).run({"examples": clicks + behaviour})
+    assert out.outcome in {"promoted", "rejected"}, out
+    assert out.detail["held_out"] == 10  # 20 % of the 50 behaviour examples, not of all 90
+    assert out.detail["positives"] == 90
+
+
 def test_bad_data_is_skipped_and_changes_nothing(registry_root: Path) -> None:
     settings = load_settings(model_path=registry_root)
     before = current(registry_root)
