@@ -126,9 +126,10 @@ class Settings(BaseSettings):
         5000, ge=0, description="Older examples kept and mixed into each incremental fine-tune."
     )
     learn_from_behavior: bool = Field(
-        True,
+        False,
         description="Every behaviour event is also a positive training example (history -> "
-        "item), so fine-tunes learn what users did, not only which recommendations they clicked.",
+        "item). Off by default: in the out-of-sample replay it lowered online HR@10 "
+        "(0.82x the frozen model, against 1.02x with feedback alone).",
     )
     finetune_epochs: int = Field(3, ge=1, le=100, description="Epochs per incremental fine-tune.")
     finetune_lr: float = Field(

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 def test_every_user_gets_contract_recommendations(pipeline: Pipeline) -> None:
     pipeline.produce("items", items_messages(200))
-    w = pipeline.worker().start()
+    w = pipeline.worker(STREAM_REC_LEARN_FROM_BEHAVIOR="true").start()
     w.wait_ready()
     rng = random.Random(7)
     users = [f"u{n}" for n in range(100)]
@@ -54,7 +54,7 @@ def test_every_user_gets_contract_recommendations(pipeline: Pipeline) -> None:
         last = max(recs, key=lambda r: r.event_ts)
         assert not {x.item_id for x in last.items} & seen[u]
     # Every event after a user's first is also a positive example for the trainer: the
-    # history before it → the item (STREAM_REC_LEARN_FROM_BEHAVIOR, on by default).
+    # history before it → the item (with STREAM_REC_LEARN_FROM_BEHAVIOR=true).
     n_first = len({u for u, _ in sent})
     examples = pipeline.consume("training-examples", 1000 - n_first, timeout=60, settle=2.0)
     got = [msgpack.unpackb(m.value) for m in examples]
