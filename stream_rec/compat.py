@@ -57,25 +57,18 @@ def _never_commit_past_unprocessed_events() -> None:
       rebalance, and *acknowledged* anyway — so its offset can be committed. Here such
       messages are not acknowledged; after the rebalance Faust seeks to the committed offset
       and they are read again.
-    * a message the stream *skipped* without processing it — fetched while flow control was
-      paused for a rebalance (between the new generation and the end of table recovery), or
-      under an older generation — is acknowledged too. A commit in that window, before the
-      post-recovery seek, moves the committed offset past those events and the seek then
-      skips them for good (seen on a slow CI machine: one micro-batch, ~5 events per
-      partition, without recommendations after a SIGKILL). Faust marks a message ``tracked``
+    * a message the stream *skipped* without processing it (flow control paused for a
+      rebalance, or an older generation) is acknowledged by Faust's pure-Python stream
+      iterator, used where its compiled extension is missing (the compiled one does not), so a
+      commit before the post-recovery seek could pass it. Faust marks a message ``tracked``
       only when the stream really hands it on, so here an untracked message is not
-      acknowledged; the seek to the committed offset reads it again. (Faust's compiled stream
-      iterator inlines its own copy of the acknowledgement, so the pure-Python one is used.)
+      acknowledged; the seek to the committed offset reads it again.
     * ``Consumer._new_offset`` allows a one-offset hole at the head of the acknowledged
       offsets (``min(acked) - committed > 1``, where ``committed`` is already the next offset
       to read). Here a hole at the head means nothing is committed until it is filled.
     """
-    import faust.streams
     from faust.transport.consumer import Consumer
 
-    # Faust's Cython stream iterator acknowledges skipped messages with an inlined copy of
-    # ``Consumer.ack``, around the guard below; the pure-Python iterator calls ``Consumer.ack``.
-    faust.streams._CStreamIterator = None
     if getattr(Consumer, "_stream_rec_commit_guard", False):
         return
     original_ack = Consumer.ack

@@ -95,9 +95,3 @@ def test_resume_keeps_queued_events_when_flow_was_already_active() -> None:
     flow.suspend()  # a rebalance began: what is queued is stale
     flow.resume()
     assert queue.qsize() == 0
-
-
-def test_streams_use_the_iterator_that_calls_the_guarded_ack() -> None:
-    import faust.streams
-
-    assert faust.streams._CStreamIterator is None
