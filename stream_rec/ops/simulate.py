@@ -276,20 +276,14 @@ def out_of_sample_events(
     """Events at or after ``cutoff`` (the model never trained on them), for the first ``users``
     users active then, up to ``limit``; each user's last ``warm`` earlier interactions go first
     as warm-up (they rebuild the session; not counted)."""
-    later = [x for x in ds.chronological() if x.ts >= cutoff]
-    chosen: list[str] = []
-    for x in later:
-        if x.user_id not in chosen:
-            chosen.append(x.user_id)
+    ordered = ds.chronological()
+    later = [x for x in ordered if x.ts >= cutoff]
+    chosen = list(dict.fromkeys(x.user_id for x in later))  # users in order of appearance
     keep = set(chosen[:users] if users else chosen)
-    post = (
-        [x for x in later if x.user_id in keep][:limit]
-        if limit
-        else [x for x in later if x.user_id in keep]
-    )
+    post = [x for x in later if x.user_id in keep][: limit or None]
     active = {x.user_id for x in post}
     earlier: dict[str, list[Interaction]] = {}
-    for x in ds.chronological():
+    for x in ordered:
         if x.ts < cutoff and x.user_id in active:
             earlier.setdefault(x.user_id, []).append(x)
     pre = sorted((x for xs in earlier.values() for x in xs[-warm:]), key=lambda x: x.ts)

@@ -60,6 +60,20 @@ def _walk(start: int, n: int) -> list[str]:
     return [str((start + t) % N_ITEMS + 1) for t in range(n)]
 
 
+def _serving(
+    pipeline: Pipeline, registry_template: tuple[Path, object], **env: str
+) -> tuple[Path, str, WorkerProc]:
+    """A copy of the template registry, the catalogue, and a ready worker serving its model."""
+    template, ds = registry_template
+    root = pipeline.tmp / "registry"
+    shutil.copytree(template, root)
+    v0 = (root / "CURRENT").read_text().strip()
+    pipeline.produce("items", _items(ds))
+    w = pipeline.worker("w", STREAM_REC_MODEL_PATH=str(root), **env).start()
+    assert w.wait_ready()["model_version"] == v0
+    return root, v0, w
+
+
 def _trainer(pipeline: Pipeline, root: Path, **env: str) -> subprocess.Popen[bytes]:
     e = {
         **os.environ,
@@ -97,16 +111,8 @@ def _favoured_in_top3(last: dict[str, dict[str, object]]) -> float:
 def test_feedback_window_promotes_a_model_and_workers_swap_without_restart(
     pipeline: Pipeline, registry_template: tuple[Path, object]
 ) -> None:
-    template, ds = registry_template
-    root = pipeline.tmp / "registry"
-    shutil.copytree(template, root)
-    v0 = (root / "CURRENT").read_text().strip()
-    pipeline.produce("items", _items(ds))
     # The windows hold this test's feedback alone (behaviour examples: test_pipeline.py).
-    w: WorkerProc = pipeline.worker(
-        "w", STREAM_REC_MODEL_PATH=str(root), STREAM_REC_LEARN_FROM_BEHAVIOR="false"
-    ).start()
-    assert w.wait_ready()["model_version"] == v0
+    root, v0, w = _serving(pipeline, registry_template, STREAM_REC_LEARN_FROM_BEHAVIOR="false")
     trainer = _trainer(
         pipeline, root, STREAM_REC_WINDOW_EXAMPLES="150", STREAM_REC_WINDOW_MIN_EXAMPLES="50",
         STREAM_REC_WINDOW_SECONDS="600", STREAM_REC_FINETUNE_EPOCHS="10",
@@ -168,13 +174,7 @@ def test_feedback_window_promotes_a_model_and_workers_swap_without_restart(
 def test_a_failed_training_leaves_the_serving_model_unchanged(
     pipeline: Pipeline, registry_template: tuple[Path, object]
 ) -> None:
-    template, ds = registry_template
-    root = pipeline.tmp / "registry"
-    shutil.copytree(template, root)
-    v0 = (root / "CURRENT").read_text().strip()
-    pipeline.produce("items", _items(ds))
-    w = pipeline.worker("w", STREAM_REC_MODEL_PATH=str(root)).start()
-    w.wait_ready()
+    root, v0, w = _serving(pipeline, registry_template)
     trainer = _trainer(pipeline, root, STREAM_REC_WINDOW_EXAMPLES="60",
                        STREAM_REC_WINDOW_MIN_EXAMPLES="10")  # fmt: skip
     try:
