@@ -258,6 +258,20 @@ def model_rollback() -> None:
     _announce(str(parent))
 
 
+@model_app.command("prune")
+def model_prune(
+    keep: Annotated[
+        int | None, typer.Option(help="Versions to keep (default STREAM_REC_REGISTRY_KEEP).")
+    ] = None,
+) -> None:
+    """Delete old versions (the current one and its parent always stay)."""
+    from stream_rec.model import registry
+
+    n = _settings().registry_keep if keep is None else keep
+    removed = registry.prune(_registry_root(), n)
+    console.print(f"deleted {len(removed)} version(s): {', '.join(removed) or '-'}")
+
+
 @app.command()
 def replay(
     dataset: Annotated[str, typer.Option(help="movielens-100k or a GroupLens folder.")] = (
@@ -292,6 +306,9 @@ def simulate(
     limit: Annotated[int | None, typer.Option(help="Stop after N events.")] = None,
     rate: Annotated[float, typer.Option(help="Behaviour events per second.")] = 100.0,
     out: Annotated[Path, typer.Option(help="JSON output.")] = Path("bench/simulate.json"),
+    keep_work: Annotated[
+        bool, typer.Option(help="Keep the runs' registries and tables (deleted by default).")
+    ] = False,
 ) -> None:
     """Chronological replay with feedback from each user's real future: frozen vs learning."""
     from stream_rec.data.movielens import load_movielens
@@ -303,7 +320,16 @@ def simulate(
         console.print("[red]give --registry or STREAM_REC_MODEL_PATH (a trained model)[/red]")
         raise typer.Exit(2)
     ds = load_movielens(dataset, settings.home)
-    run_sim(settings, ds, registry=Path(reg), users=users, limit=limit, rate=rate, out=out)
+    run_sim(
+        settings,
+        ds,
+        registry=Path(reg),
+        users=users,
+        limit=limit,
+        rate=rate,
+        out=out,
+        keep_work=keep_work,
+    )
 
 
 @app.command()

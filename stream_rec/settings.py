@@ -132,6 +132,12 @@ class Settings(BaseSettings):
         "(0.82x the frozen model, against 1.02x with feedback alone).",
     )
     finetune_epochs: int = Field(3, ge=1, le=100, description="Epochs per incremental fine-tune.")
+    registry_keep: int = Field(
+        10,
+        ge=0,
+        description="Model versions the trainer keeps in the registry (the newest, plus the "
+        "current one and its parent); older ones are deleted after each promotion. 0 = keep all.",
+    )
     finetune_lr: float = Field(
         1e-3, gt=0, le=1.0, description="Learning rate of the LoRA adapters in a fine-tune."
     )

@@ -127,5 +127,26 @@ def _topic_errors(resp: object) -> list[tuple[str, int, str | None]]:
     return out
 
 
+async def delete_topics_with_prefix(settings: Settings, prefix: str) -> list[str]:
+    """Delete every topic whose name starts with ``prefix`` (a throw-away run's topics and its
+    Faust changelogs); return their names."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    if not prefix:
+        msg = "refusing to delete topics with an empty prefix"
+        raise ValueError(msg)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_list, **settings.kafka_client_kwargs()
+    )
+    await admin.start()
+    try:
+        doomed = sorted(t for t in await admin.list_topics() if t.startswith(prefix))
+        if doomed:
+            await admin.delete_topics(doomed)
+        return doomed
+    finally:
+        await admin.close()
+
+
 def create_topics_sync(settings: Settings) -> dict[str, str]:
     return asyncio.run(create_topics(settings))

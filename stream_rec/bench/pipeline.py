@@ -34,7 +34,7 @@ from stream_rec.bench.report import print_and_save
 from stream_rec.data.movielens import load_movielens
 from stream_rec.ops.replay import behavior_payload, item_payload, make_producer, select_events
 from stream_rec.settings import Settings
-from stream_rec.topics import create_topics
+from stream_rec.topics import create_topics, delete_topics_with_prefix
 
 console = Console()
 
@@ -259,6 +259,7 @@ def run(base: Settings, *, events: int, out: Path, latency_seconds: float = 20.0
         }
     )
     print_and_save(console, "stream-rec bench pipeline", results, out)
+    asyncio.run(delete_topics_with_prefix(settings, f"bench-{run_id}"))
     return results
 
 

@@ -35,7 +35,7 @@ from stream_rec.bench.report import print_and_save
 from stream_rec.data.movielens import load_movielens
 from stream_rec.ops.replay import behavior_payload, item_payload, make_producer, select_events
 from stream_rec.settings import Settings
-from stream_rec.topics import Topics, create_topics
+from stream_rec.topics import Topics, create_topics, delete_topics_with_prefix
 
 console = Console()
 WARM_UP_FRACTION = 0.2
@@ -236,6 +236,7 @@ def run(settings: Settings, minutes: float, rate: float, out: Path) -> dict[str,
         "samples": [asdict(s) for s in samples],
     }
     print_and_save(console, "stream-rec bench soak: summary", results, out, skip=("samples",))
+    asyncio.run(delete_topics_with_prefix(soak, f"soak-{run_id}"))
     return results
 
 

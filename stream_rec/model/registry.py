@@ -133,3 +133,39 @@ def resolve(path: Path, version: str | None = None) -> Path:
 def list_versions(root: Path) -> list[str]:
     versions = Path(root) / "versions"
     return sorted(p.name for p in versions.glob("*") if (p / MANIFEST).is_file())
+
+
+def prune(root: Path, keep: int, stale_tmp_s: float = 3600.0) -> list[str]:
+    """Delete all but the newest ``keep`` versions; return the deleted ids.
+
+    The current version and its parent (what ``model rollback`` goes back to) always stay.
+    Temporary folders of versions that were never committed (a crashed export) are deleted once
+    older than ``stale_tmp_s``. ``keep`` < 1 keeps everything.
+    """
+    root = Path(root)
+    removed: list[str] = []
+    versions = root / "versions"
+    now = datetime.now(UTC).timestamp()
+    for tmp in versions.glob(".tmp-*"):
+        if now - tmp.stat().st_mtime > stale_tmp_s:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if keep < 1:
+        return removed
+    names = list_versions(root)
+    protected = set(names[-keep:])
+    cur = root / CURRENT
+    if cur.is_file():
+        current = cur.read_text(encoding="utf-8").strip()
+        protected.add(current)
+        if current in names:
+            parent = read_manifest(versions / current).get("parent")
+            if parent:
+                protected.add(str(parent))
+    for name in names:
+        if name not in protected:
+            # Renamed first so a reader never opens a half-deleted version.
+            doomed = versions / f".tmp-deleting-{name}"
+            os.replace(versions / name, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+            removed.append(name)
+    return removed

@@ -33,9 +33,10 @@ from rich.console import Console
 from rich.table import Table
 
 from stream_rec.data.movielens import Interaction, MovieLens
+from stream_rec.model import registry as model_registry
 from stream_rec.ops.replay import behavior_payload, item_payload, make_producer, select_events
 from stream_rec.settings import Settings
-from stream_rec.topics import Topics, create_topics
+from stream_rec.topics import Topics, create_topics, delete_topics_with_prefix
 
 console = Console()
 
@@ -213,7 +214,10 @@ def _one_run(base: Settings, ds: MovieLens, events: list[Interaction], registry:
     label = "learning" if learning else "frozen"
     s = base.model_copy(update={"topic_prefix": f"sim-{run_id}.", "app_id": f"sim-{run_id}"})
     reg = work / f"registry-{label}"
-    shutil.copytree(registry, reg)
+    # Only the version to start from: a registry can hold many (each ~100 MB with the encoder).
+    start = model_registry.resolve(registry)
+    shutil.copytree(start, reg / "versions" / start.name)
+    model_registry.set_current(reg, start.name)
     asyncio.run(create_topics(s))
 
     async def items() -> None:
@@ -260,13 +264,15 @@ def _one_run(base: Settings, ds: MovieLens, events: list[Interaction], registry:
         if trainer is not None:
             _stop(trainer)
         _stop(worker)
+        try:
+            asyncio.run(delete_topics_with_prefix(s, f"sim-{run_id}"))
+        except Exception as exc:  # noqa: BLE001 - clean-up only; the result stands
+            console.print(f"[yellow]could not delete this run's topics: {exc}[/yellow]")
 
 
 def train_until(registry: Path) -> float | None:
     """The time cutoff the registry's current version was trained before (None: all data)."""
-    from stream_rec.model import registry as reg
-
-    value = reg.read_manifest(reg.resolve(registry)).get("train_until_ts")
+    value = model_registry.read_manifest(model_registry.resolve(registry)).get("train_until_ts")
     return float(value) if value is not None else None
 
 
@@ -291,7 +297,8 @@ def out_of_sample_events(
 
 
 def simulate(base: Settings, ds: MovieLens, *, registry: Path, users: int | None,
-             limit: int | None, rate: float, out: Path) -> dict[str, Any]:  # fmt: skip
+             limit: int | None, rate: float, out: Path,
+             keep_work: bool = False) -> dict[str, Any]:  # fmt: skip
     cutoff = train_until(registry)
     if cutoff is None:
         events, counted = select_events(ds, users, limit), None
@@ -336,4 +343,10 @@ def simulate(base: Settings, ds: MovieLens, *, registry: Path, users: int | None
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
+    if not keep_work:
+        # Keep the logs; the registries (one ~100 MB version per promotion) and tables go.
+        for p in work.iterdir():
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+    console.print(f"logs in {work}")
     return result

@@ -170,6 +170,9 @@ class Trainer:
         }
         if new_dir is None:
             return Outcome("rejected", None, detail)
+        pruned = registry.prune(self.root, self.settings.registry_keep)
+        if pruned:
+            detail["pruned"] = len(pruned)
         return Outcome("promoted", registry.read_manifest(new_dir)["version"], detail)
 
     def _remember(self, seqs: list[list[str]]) -> None:

@@ -241,12 +241,15 @@ async def consume(
 @pytest.fixture
 def pipeline(bootstrap: str, tmp_path: Path) -> Iterator[Pipeline]:
     p = Pipeline(bootstrap, tmp_path)
-    from stream_rec.topics import create_topics_sync
+    from stream_rec.topics import create_topics_sync, delete_topics_with_prefix
 
     create_topics_sync(p.settings)
     yield p
     for w in p.workers:
         w.stop()
+    # The shared broker keeps only what a test is looking at: thousands of partitions left
+    # behind slow every later test's metadata requests and fill the disk.
+    asyncio.run(delete_topics_with_prefix(p.settings, p.prefix.rstrip(".")))
 
 
 def items_messages(n: int) -> list[tuple[bytes | None, bytes | None]]:
