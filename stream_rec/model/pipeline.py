@@ -161,4 +161,16 @@ def train_and_export(
         metrics=metrics,
         extra=extra,
     )
+    seed_replay(settings, split, registry_dir or default_registry(settings), train_cfg.seed)
     return result, metrics, path
+
+
+def seed_replay(settings: Settings, split: LeaveOneOut, root: Path, seed: int) -> None:
+    """Start the trainer's replay buffer from this model's training data (unless it has one)."""
+    from stream_rec.training.replay import replay_path, sample_windows, save_replay
+
+    if replay_path(root).exists():
+        return
+    ids = split.item_ids
+    seqs = [[ids[i] for i in s] for s in split.training_sequences(include_valid=True)]
+    save_replay(root, sample_windows(seqs, settings.replay_examples, settings.session_length, seed))

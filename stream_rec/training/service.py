@@ -36,6 +36,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from stream_rec.settings import ConfigError, Settings
 from stream_rec.topics import Topics
+from stream_rec.training.replay import load_replay, save_replay
 from stream_rec.training.windows import Window, Windower
 
 log = logging.getLogger(__name__)
@@ -100,22 +101,8 @@ class Trainer:
     def __init__(self, settings: Settings, registry_root: Path) -> None:
         self.settings = settings
         self.root = registry_root
-        self.replay_path = registry_root / "trainer" / "replay.msgpack"
-        self.replay: list[list[str]] = self._load_replay()
+        self.replay: list[list[str]] = load_replay(registry_root)
         self.rng = random.Random(0)  # noqa: S311 - sampling, not security
-
-    def _load_replay(self) -> list[list[str]]:
-        try:
-            data = msgpack.unpackb(self.replay_path.read_bytes(), raw=False)
-            return [list(map(str, s)) for s in data]
-        except (OSError, ValueError, TypeError, msgpack.UnpackException):
-            return []
-
-    def _save_replay(self) -> None:
-        self.replay_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.replay_path.with_suffix(".tmp")
-        tmp.write_bytes(msgpack.packb(self.replay, use_bin_type=True))
-        tmp.replace(self.replay_path)
 
     def run(self, request: dict[str, Any]) -> Outcome:
         from stream_rec.model import registry
@@ -180,7 +167,7 @@ class Trainer:
         cap = self.settings.replay_examples
         if len(self.replay) > cap:
             self.replay = self.rng.sample(self.replay, cap)
-        self._save_replay()
+        save_replay(self.root, self.replay)
 
     def _gate(self, base_dir: Path, held: list[dict[str, Any]]) -> Any:
         """NDCG@10 on the held-out feedback (+ the version's validation targets if shipped)."""
