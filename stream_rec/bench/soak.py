@@ -8,9 +8,14 @@ seconds the bench records the worker's RSS (psutil), the group's consumer lag on
 the ``recommendations`` end offsets). After the load it keeps sampling for up to ``drain_s``
 seconds, until the lag is 0.
 
-Figures: RSS growth after warm-up (the first 20% of the load samples are excluded; the mean of
-the first three remaining samples against the mean of the last three), the largest lag, and
-whether the lag returned to 0 once the load stopped. A bench, not a test: it prints and writes
+Warm-up is the first pass over the data set at the same rate (phase ``warm``): until every
+user's session and every item's co-occurrence list has been filled once, state grows by design
+(measured: +35 MB over the first 100k MovieLens events with in-memory tables, then flat). The
+``minutes`` of load are measured after it (phase ``load``).
+
+Figures: RSS growth over the measured load (the mean of its first three samples against the
+mean of its last three), the growth during warm-up for reference, the largest lag, and whether
+the lag returned to 0 once the load stopped. A bench, not a test: it prints and writes
 JSON; thresholds are the reader's.
 """
 
@@ -38,7 +43,6 @@ from stream_rec.settings import Settings
 from stream_rec.topics import Topics, create_topics, delete_topics_with_prefix
 
 console = Console()
-WARM_UP_FRACTION = 0.2
 
 
 @dataclass
@@ -106,9 +110,10 @@ class _Offsets:
 
 async def _soak(
     settings: Settings, events: list[Any], pid: int, minutes: float, rate: float,
-    sample_s: float, drain_s: float,
+    sample_s: float, drain_s: float, warm_up_events: int = 0,
 ) -> tuple[list[Sample], int, float | None]:  # fmt: skip
-    """Offer the load, sample throughout; return samples, events sent, drain time (or None)."""
+    """Offer ``warm_up_events`` and then ``minutes`` of load, sample throughout; return
+    samples, events sent, drain time (or None)."""
     proc = psutil.Process(pid)
     offsets = _Offsets(settings)
     await offsets.start()
@@ -116,7 +121,7 @@ async def _soak(
     await producer.start()
     samples: list[Sample] = []
     sent = 0
-    load_s = minutes * 60.0
+    load_s = warm_up_events / rate + minutes * 60.0
     start = time.monotonic()
 
     async def offer() -> None:
@@ -162,7 +167,7 @@ async def _soak(
         while not task.done():
             await asyncio.wait({task}, timeout=max(0.0, sample_s - (time.monotonic() - last[0])))
             if not task.done():
-                last = await sample("load", last)
+                last = await sample("warm" if sent < warm_up_events else "load", last)
         await task
         load_end = time.monotonic()
         while time.monotonic() - load_end < drain_s:
@@ -178,27 +183,35 @@ async def _soak(
     return samples, sent, drained_after
 
 
-def summarize(samples: list[Sample], warm_up: float = WARM_UP_FRACTION) -> dict[str, Any]:
-    """RSS growth after warm-up (%), the largest lag, and the load-phase recs/s."""
-    load = [s for s in samples if s.phase == "load"]
-    steady = load[int(len(load) * warm_up) :]
-    growth = float("nan")
-    if len(steady) >= 2:
-        k = min(3, len(steady) // 2)
-        first = sum(s.rss_mb for s in steady[:k]) / k
-        last = sum(s.rss_mb for s in steady[-k:]) / k
-        growth = 100.0 * (last - first) / first
+def _growth_pct(samples: list[Sample]) -> float:
+    """Mean RSS of the last three samples against the first three, in percent."""
+    if len(samples) < 2:
+        return float("nan")
+    k = min(3, len(samples) // 2)
+    first = sum(s.rss_mb for s in samples[:k]) / k
+    last = sum(s.rss_mb for s in samples[-k:]) / k
+    return 100.0 * (last - first) / first
+
+
+def summarize(samples: list[Sample]) -> dict[str, Any]:
+    """RSS growth over the measured load (%), during warm-up, the largest lag, recs/s."""
+    warm = [s for s in samples if s.phase == "warm"]
+    steady = [s for s in samples if s.phase == "load"]
     rates = [s.recs_per_s for s in steady]
     return {
-        "rss_mb_start": load[0].rss_mb if load else float("nan"),
-        "rss_mb_end": load[-1].rss_mb if load else float("nan"),
-        "rss_growth_after_warmup_pct": round(growth, 2),
+        "rss_mb_start": (warm or steady)[0].rss_mb if warm or steady else float("nan"),
+        "rss_mb_after_warmup": steady[0].rss_mb if steady else float("nan"),
+        "rss_mb_end": steady[-1].rss_mb if steady else float("nan"),
+        "rss_growth_during_warmup_pct": round(_growth_pct(warm + steady[:1]), 2),
+        "rss_growth_after_warmup_pct": round(_growth_pct(steady), 2),
         "max_lag": max((s.lag for s in samples), default=0),
         "mean_recs_per_s_after_warmup": round(sum(rates) / len(rates), 1) if rates else 0.0,
     }
 
 
-def run(settings: Settings, minutes: float, rate: float, out: Path) -> dict[str, Any]:
+def run(
+    settings: Settings, minutes: float, rate: float, out: Path, warm_up: bool = True
+) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:8]
     soak = settings.model_copy(
         update={"topic_prefix": f"soak-{run_id}.", "app_id": f"soak-{run_id}"}
@@ -216,7 +229,16 @@ def run(settings: Settings, minutes: float, rate: float, out: Path) -> dict[str,
     try:
         w.wait_ready()
         samples, sent, drained = asyncio.run(
-            _soak(soak, events, w.proc.pid, minutes, rate, sample_s=5.0, drain_s=60.0)
+            _soak(
+                soak,
+                events,
+                w.proc.pid,
+                minutes,
+                rate,
+                sample_s=5.0,
+                drain_s=60.0,
+                warm_up_events=len(events) if warm_up else 0,
+            )  # fmt: skip
         )
         alive = w.proc.poll() is None
     finally:
@@ -229,7 +251,7 @@ def run(settings: Settings, minutes: float, rate: float, out: Path) -> dict[str,
         "lag_returned_to_zero": drained is not None,
         "drain_seconds": drained,
         "worker_alive_at_end": alive,
-        "warm_up_excluded": f"first {WARM_UP_FRACTION:.0%} of load samples",
+        "warm_up": f"one pass over the data set ({len(events)} events)" if warm_up else "none",
         "scorer": "model" if settings.model_path else "fallback (popularity + co-occurrence)",
         "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "python": platform.python_version(),
