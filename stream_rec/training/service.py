@@ -128,7 +128,13 @@ class Trainer:
         n_hold = max(1, int(len(pool) * HOLDOUT_FRACTION))
         held = pool[-n_hold:]
         held_ids = {id(e) for e in held}
-        train = [e for e in positives if id(e) not in held_ids]
+        # A click is labelled from the user's future (it may name the very item a held-out
+        # example has as target): no (user, item) pair is both trained on and held out.
+        held_pairs = {(e.get("user_id"), str(e["item_id"])) for e in held}
+        train = [
+            e for e in positives
+            if id(e) not in held_ids and (e.get("user_id"), str(e["item_id"])) not in held_pairs
+        ]  # fmt: skip
         seqs = [[*map(str, e.get("history", [])), str(e["item_id"])] for e in train]
         replay = self.rng.sample(self.replay, min(len(self.replay), max(len(seqs), 1) * 2))
         gate = self._gate(base_dir, held)
@@ -149,6 +155,7 @@ class Trainer:
             "examples": len(examples),
             "positives": len(positives),
             "held_out": len(held),
+            "trained": len(train),
             "replay": len(replay),
             "wall_s": wall,
             "gate_base": getattr(gate, "last_scores", {}).get("base"),

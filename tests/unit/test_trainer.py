@@ -45,7 +45,8 @@ def walk(start: int, n: int) -> list[str]:
 
 
 def ex(history: list[str], item: str, ts: float, label: int = 1) -> dict[str, object]:
-    return {"user_id": "u", "history": history, "item_id": item, "label": label, "ts": ts}
+    # one user per example (by time): the leak guard only drops a user's own held-out pairs
+    return {"user_id": f"u{ts}", "history": history, "item_id": item, "label": label, "ts": ts}
 
 
 def current(root: Path) -> str:
@@ -92,6 +93,23 @@ def test_the_gate_holds_out_behaviour_not_clicks_on_recommendations(registry_roo
     assert out.outcome in {"promoted", "rejected"}, out
     assert out.detail["held_out"] == 10  # 20 % of the 50 behaviour examples, not of all 90
     assert out.detail["positives"] == 90
+
+
+def test_no_user_item_pair_is_both_trained_on_and_held_out(registry_root: Path) -> None:
+    """A simulated click names an item from the user's future: the same user's held-out
+    behaviour example with that item as target must not be in the training part too."""
+    settings = load_settings(model_path=registry_root, promote_tolerance=0.0, finetune_epochs=1)
+
+    def user_ex(user: str, s: int, ts: float, source: str) -> dict[str, object]:
+        return {**ex(walk(s, 5), walk(s, 6)[-1], ts), "user_id": user, "source": source}
+
+    behaviour = [user_ex(f"u{s}", s, s, "behavior") for s in range(50)]
+    # clicks, older than the held-out behaviour, on the held-out targets of users u40..u49
+    leaks = [user_ex(f"u{s}", s, 0.5, "feedback") for s in range(40, 50)]
+    other = [user_ex("someone-else", s, 0.5, "feedback") for s in range(40, 50)]
+    out = Trainer(settings, registry_root).run({"examples": behaviour + leaks + other})
+    assert out.detail["held_out"] == 10, out
+    assert out.detail["trained"] == 40 + 10  # u0..u39's behaviour + another user's clicks
 
 
 def test_bad_data_is_skipped_and_changes_nothing(registry_root: Path) -> None:
