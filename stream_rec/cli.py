@@ -358,14 +358,17 @@ def bench_pipeline(
 
 @bench_app.command("soak")
 def bench_soak(
-    minutes: Annotated[float, typer.Option(help="Minutes of load.")] = 10.0,
+    minutes: Annotated[float, typer.Option(help="Minutes of measured load.")] = 10.0,
     rate: Annotated[float, typer.Option(help="Behaviour events offered per second.")] = 200.0,
+    warm_up: Annotated[
+        bool, typer.Option(help="First one pass over the data set (state fills), not measured.")
+    ] = True,
     out: Annotated[Path, typer.Option(help="JSON output.")] = Path("bench/soak.json"),
 ) -> None:
     """One worker under a fixed load: RSS, consumer lag and recs/s every ~5 s, then a drain."""
     from stream_rec.bench.soak import run
 
-    run(_settings(), minutes=minutes, rate=rate, out=out)
+    run(_settings(), minutes=minutes, rate=rate, out=out, warm_up=warm_up)
 
 
 def _register_model_commands() -> None:

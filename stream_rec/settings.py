@@ -75,6 +75,13 @@ class Settings(BaseSettings):
     table_store: str = Field(
         "rocksdb://", description="Faust table store URL: rocksdb:// (durable) or memory://."
     )
+    rocksdb_memory_mb: int = Field(
+        32,
+        ge=4,
+        le=65536,
+        description="Memory of all RocksDB tables of a worker together (block cache, "
+        "index/filter blocks and memtables share it).",
+    )
     data_dir: Path = Field(
         Path("var/stream-rec"), description="Worker data folder (tables, RocksDB, registry)."
     )
