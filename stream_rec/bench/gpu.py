@@ -96,7 +96,7 @@ def run_gpu_check(
 
             def score(_: int, idx: torch.Tensor = idx) -> torch.Tensor:
                 seq, mask = model.embed_sequences(idx, items)
-                u = model.user(seq, mask)[:, -1, :]
+                u = model.user.last(seq, mask)
                 return torch.topk(u @ items.T, 10, dim=-1).indices
 
             dt = _seconds_per_call(score, max(10, 2000 // bs), device, warmup=5)

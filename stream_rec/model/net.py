@@ -98,16 +98,22 @@ class Block(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.attn_drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """``last_only``: the output at the newest position alone ([B, 1, D]); it attends over
+        every position as usual, but queries, attention rows and the feed-forward are computed
+        for that one position (what serving needs from the final block)."""
         b, n, d = x.shape
         h = self.heads
         q, k, v = self.qkv(self.ln1(x)).split(d, dim=-1)
-        q = q.reshape(b, n, h, d // h).transpose(1, 2)
+        if last_only:
+            x, q, bias = x[:, -1:], q[:, -1:], bias[..., -1:, :]
+        m = q.shape[1]
+        q = q.reshape(b, m, h, d // h).transpose(1, 2)
         k = k.reshape(b, n, h, d // h).transpose(1, 2)
         v = v.reshape(b, n, h, d // h).transpose(1, 2)
         att = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(d // h)) + bias
         att = self.attn_drop(torch.softmax(att, dim=-1))
-        y = (att @ v).transpose(1, 2).reshape(b, n, d)
+        y = (att @ v).transpose(1, 2).reshape(b, m, d)
         x = x + self.drop(self.out(y))
         return x + self.drop(self.ff2(self.act(self.ff1(self.ln2(x)))))
 
@@ -128,6 +134,22 @@ class UserTower(nn.Module):
     def forward(self, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``seq`` [B, L, D] item vectors (left padded), ``mask`` [B, L] 1 = real item.
         Returns [B, L, D]: the user vector after each position."""
+        x, bias = self._inputs(seq, mask)
+        for blk in self.blocks:
+            x = blk(x, bias)
+        return self.ln(x)
+
+    def last(self, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The user vector after the newest position only ([B, D]): equal to
+        ``forward(seq, mask)[:, -1]`` with the final block computed for that position alone
+        (1.6x fewer multiply-adds for 2 blocks of width 64 over 50 items, counted)."""
+        x, bias = self._inputs(seq, mask)
+        for blk in self.blocks[:-1]:
+            x = blk(x, bias)
+        x = self.blocks[-1](x, bias, last_only=True)
+        return self.ln(x)[:, -1, :]
+
+    def _inputs(self, seq: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = seq.shape[1]
         m = mask.to(seq.dtype)
         back = torch.arange(n, device=seq.device).flip(0).clamp(max=self.cfg.max_len - 1)
@@ -138,9 +160,7 @@ class UserTower(nn.Module):
         bias = torch.where(
             allowed, torch.zeros((), dtype=seq.dtype), torch.full((), MASK_VALUE, dtype=seq.dtype)
         ).unsqueeze(1)
-        for blk in self.blocks:
-            x = blk(x, bias)
-        return self.ln(x)
+        return x, bias
 
 
 class UserEncoder(nn.Module):
@@ -151,7 +171,7 @@ class UserEncoder(nn.Module):
         self.tower = tower
 
     def forward(self, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.tower(seq, mask)[:, -1, :]
+        return self.tower.last(seq, mask)
 
 
 class TwoTower(nn.Module):

@@ -79,7 +79,7 @@ class TorchRanker:
     def user_vectors(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
         idx = left_pad([list(h)[-self.max_len :] for h in histories]).to(self.items.device)
         seq, mask = self.model.embed_sequences(idx, self.items)
-        return self.model.user(seq, mask)[:, -1, :]
+        return self.model.user.last(seq, mask)
 
     def score(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
         with torch.no_grad():
