@@ -48,12 +48,7 @@ def _bounded_options(self: Any) -> Any:
         )
         _shared[budget] = (cache, wbm)
     cache, wbm = _shared[budget]
-    opts = rocksdict.Options(raw_mode=True)
-    opts.create_if_missing(True)
-    opts.set_max_open_files(self.max_open_files)
-    opts.set_write_buffer_size(self.write_buffer_size)
-    opts.set_target_file_size_base(self.target_file_size_base)
-    opts.set_max_write_buffer_number(self.max_write_buffer_number)
+    opts = _faust_as_options(self)  # Faust's sizes; its per-database cache is replaced below
     opts.set_write_buffer_manager(wbm)
     table = rocksdict.BlockBasedOptions()
     table.set_bloom_filter(self.bloom_filter_size, True)

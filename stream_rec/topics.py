@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from stream_rec.settings import Settings
 
@@ -71,16 +74,26 @@ class Topics:
         return self.name(TRAINING_EXAMPLES)
 
 
-async def create_topics(settings: Settings) -> dict[str, str]:
-    """Create every topic that is missing; return {topic: 'created'|'exists'}."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+@asynccontextmanager
+async def _admin(settings: Settings) -> AsyncIterator[Any]:
+    from aiokafka.admin import AIOKafkaAdminClient
 
-    t = Topics(settings.topic_prefix)
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap_list, **settings.kafka_client_kwargs()
     )
     await admin.start()
     try:
+        yield admin
+    finally:
+        await admin.close()
+
+
+async def create_topics(settings: Settings) -> dict[str, str]:
+    """Create every topic that is missing; return {topic: 'created'|'exists'}."""
+    from aiokafka.admin import NewTopic
+
+    t = Topics(settings.topic_prefix)
+    async with _admin(settings) as admin:
         existing = set(await admin.list_topics())
         wanted = []
         result: dict[str, str] = {}
@@ -114,8 +127,6 @@ async def create_topics(settings: Settings) -> dict[str, str]:
                     msg = f"creating topic {name} failed: error {code} {message or ''}"
                     raise RuntimeError(msg)
         return result
-    finally:
-        await admin.close()
 
 
 def _topic_errors(resp: object) -> list[tuple[str, int, str | None]]:
@@ -130,22 +141,14 @@ def _topic_errors(resp: object) -> list[tuple[str, int, str | None]]:
 async def delete_topics_with_prefix(settings: Settings, prefix: str) -> list[str]:
     """Delete every topic whose name starts with ``prefix`` (a throw-away run's topics and its
     Faust changelogs); return their names."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
     if not prefix:
         msg = "refusing to delete topics with an empty prefix"
         raise ValueError(msg)
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_list, **settings.kafka_client_kwargs()
-    )
-    await admin.start()
-    try:
+    async with _admin(settings) as admin:
         doomed = sorted(t for t in await admin.list_topics() if t.startswith(prefix))
         if doomed:
             await admin.delete_topics(doomed)
         return doomed
-    finally:
-        await admin.close()
 
 
 def create_topics_sync(settings: Settings) -> dict[str, str]:

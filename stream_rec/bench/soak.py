@@ -198,8 +198,9 @@ def summarize(samples: list[Sample]) -> dict[str, Any]:
     warm = [s for s in samples if s.phase == "warm"]
     steady = [s for s in samples if s.phase == "load"]
     rates = [s.recs_per_s for s in steady]
+    offered = warm + steady
     return {
-        "rss_mb_start": (warm or steady)[0].rss_mb if warm or steady else float("nan"),
+        "rss_mb_start": offered[0].rss_mb if offered else float("nan"),
         "rss_mb_after_warmup": steady[0].rss_mb if steady else float("nan"),
         "rss_mb_end": steady[-1].rss_mb if steady else float("nan"),
         "rss_growth_during_warmup_pct": round(_growth_pct(warm + steady[:1]), 2),
@@ -228,17 +229,9 @@ def run(
               work / "worker.log", port)  # fmt: skip
     try:
         w.wait_ready()
+        warm_up_events = len(events) if warm_up else 0
         samples, sent, drained = asyncio.run(
-            _soak(
-                soak,
-                events,
-                w.proc.pid,
-                minutes,
-                rate,
-                sample_s=5.0,
-                drain_s=60.0,
-                warm_up_events=len(events) if warm_up else 0,
-            )  # fmt: skip
+            _soak(soak, events, w.proc.pid, minutes, rate, 5.0, 60.0, warm_up_events)
         )
         alive = w.proc.poll() is None
     finally:

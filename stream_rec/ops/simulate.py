@@ -37,7 +37,7 @@ from stream_rec.model import registry as model_registry
 from stream_rec.ops.replay import behavior_payload, item_payload, make_producer, select_events
 from stream_rec.settings import Settings
 from stream_rec.topics import Topics, create_topics, delete_topics_with_prefix
-from stream_rec.training.replay import load_replay, replay_path, save_replay
+from stream_rec.training.replay import replay_path
 
 console = Console()
 
@@ -220,7 +220,8 @@ def _one_run(base: Settings, ds: MovieLens, events: list[Interaction], registry:
     shutil.copytree(start, reg / "versions" / start.name)
     model_registry.set_current(reg, start.name)
     if replay_path(registry).is_file():  # the trainer's replay buffer, seeded at training
-        save_replay(reg, load_replay(registry))
+        replay_path(reg).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(replay_path(registry), replay_path(reg))
     asyncio.run(create_topics(s))
 
     async def items() -> None:

@@ -127,14 +127,11 @@ class Trainer:
         pool = behaviour if len(behaviour) >= 5 else positives
         n_hold = max(1, int(len(pool) * HOLDOUT_FRACTION))
         held = pool[-n_hold:]
-        held_ids = {id(e) for e in held}
-        # A click is labelled from the user's future (it may name the very item a held-out
-        # example has as target): no (user, item) pair is both trained on and held out.
+        # No (user, item) pair is both trained on and held out: this leaves out the held-out
+        # examples themselves and any click naming the same item (a click is labelled from
+        # the user's future, so it may name the very item a held-out example has as target).
         held_pairs = {(e.get("user_id"), str(e["item_id"])) for e in held}
-        train = [
-            e for e in positives
-            if id(e) not in held_ids and (e.get("user_id"), str(e["item_id"])) not in held_pairs
-        ]  # fmt: skip
+        train = [e for e in positives if (e.get("user_id"), str(e["item_id"])) not in held_pairs]
         seqs = [[*map(str, e.get("history", [])), str(e["item_id"])] for e in train]
         replay = self.rng.sample(self.replay, min(len(self.replay), max(len(seqs), 1) * 2))
         gate = self._gate(base_dir, held)
