@@ -88,10 +88,17 @@ def test_runtime_matches_torch_ranking(exported_version: Path, trained_planted) 
     split, _ = trained_planted
     model = load_torch_model(exported_version)
     scorer = OnnxScorer.load(exported_version, load_settings(device="cpu"))
-    hists = [split.history(u, "test") for u in range(5)]
-    want = TorchRanker(model).score(hists)
-    got = scorer.score_matrix([[split.item_ids[i] for i in h] for h in hists])
-    assert np.abs(got - want).max() <= 1e-4
+    # 5 users: the catalogue product in numpy; 20: in ONNX Runtime (PRODUCT_IN_ORT_FROM)
+    for n in (5, 20):
+        hists = [split.history(u, "test") for u in range(n)]
+        want = TorchRanker(model).score(hists)
+        got = scorer.score_matrix([[split.item_ids[i] for i in h] for h in hists])
+        assert np.abs(got - want).max() <= 1e-4
+    # users without history get the popularity row, the others their own scores
+    raw = [[split.item_ids[i] for i in split.history(u, "test")] for u in range(10)]
+    mixed = scorer.score_matrix([[], *raw, []])
+    assert np.array_equal(mixed[0], scorer.pop_score) and np.array_equal(mixed[-1], mixed[0])
+    assert np.abs(mixed[1:-1] - scorer.score_matrix(raw)).max() <= 1e-5
 
 
 def test_int8_scorer_agrees_on_top_item(exported_version: Path) -> None:
