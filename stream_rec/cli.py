@@ -338,8 +338,8 @@ def demo(
     rate: Annotated[
         float,
         typer.Option(
-            help="Behaviour events per second (default well under one worker's capacity on "
-            "2 cores, 277-888/s measured, so the latency shown is scoring, not queueing)."
+            help="Behaviour events per second (the default stays well under one worker's "
+            "capacity on 2 cores, so the latency shown is scoring, not queueing)."
         ),
     ] = 100.0,
     limit: Annotated[int | None, typer.Option(help="Stop after N events.")] = 3000,

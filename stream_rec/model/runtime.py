@@ -145,8 +145,7 @@ class OnnxScorer:
         self.id_part = np.load(self.dir / "id_part.npy").astype(np.float32)
         pop = np.load(self.dir / "popularity.npy").astype(np.float64)
         self.pop_score = np.log1p(pop).astype(np.float32)
-        self._norm_items = self._normalise(self.items)
-        self._items_t = np.ascontiguousarray(self.items.T)
+        self._norm_items, self._items_t = self._derived(self.items)
 
     # --- loading -------------------------------------------------------------------------
     @classmethod
@@ -160,9 +159,12 @@ class OnnxScorer:
 
     # --- catalogue -----------------------------------------------------------------------
     @staticmethod
-    def _normalise(m: np.ndarray) -> np.ndarray:
-        n = np.linalg.norm(m, axis=1, keepdims=True)
-        return (m / np.maximum(n, 1e-12)).astype(np.float32)
+    def _derived(items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What each catalogue matrix brings along: unit rows (reasons) and a contiguous
+        transpose (the catalogue product reads it row by row)."""
+        n = np.linalg.norm(items, axis=1, keepdims=True)
+        unit = (items / np.maximum(n, 1e-12)).astype(np.float32)
+        return unit, np.ascontiguousarray(items.T)
 
     def _text_session(self) -> Any:
         if self._text_sess is None:  # lazily: most workers only score
@@ -220,8 +222,7 @@ class OnnxScorer:
             self._texts = texts
             self.item_ids, self.titles, self.index = ids, titles, index
             self.items, self.id_part, self.pop_score = mat, idp, pop
-            self._norm_items = self._normalise(mat)
-            self._items_t = np.ascontiguousarray(mat.T)
+            self._norm_items, self._items_t = self._derived(mat)
 
     def observe(self, user_id: str, history: Sequence[str], item_id: str, event: str) -> None:
         """Frozen model: learning happens in the trainer service, not here."""
@@ -265,8 +266,8 @@ class OnnxScorer:
     def _product(self, users: np.ndarray, items_t: np.ndarray) -> np.ndarray:
         if len(users) < PRODUCT_IN_ORT_FROM:  # a few rows: a single-threaded BLAS call is
             return users @ items_t  # cheaper than one more session run
-        out = self.product_sess.run(None, {"users": users, "items_t": items_t})[0]
-        return np.asarray(out, dtype=np.float32)
+        scores: np.ndarray = self.product_sess.run(None, {"users": users, "items_t": items_t})[0]
+        return scores
 
     def score(self, requests: Sequence[ScoreRequest], k: int) -> list[list[ScoredItem]]:
         if not requests:
@@ -306,4 +307,4 @@ class _Catalogue(NamedTuple):
     where: dict[str, int]
     pop: np.ndarray
     norm: np.ndarray
-    items_t: np.ndarray  # items.T, contiguous: the catalogue product reads it row by row
+    items_t: np.ndarray
