@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     )
     top_k: int = Field(10, ge=1, le=1000, description="Items per recommendation.")
     session_length: int = Field(50, ge=1, le=10000, description="Recent items kept per user.")
+    new_item_offset: float | None = Field(
+        None,
+        ge=-100.0,
+        le=100.0,
+        description="Score offset for items without interactions; unset = the version's own "
+        "(fitted on validation at training time).",
+    )
     table_store: str = Field(
         "rocksdb://", description="Faust table store URL: rocksdb:// (durable) or memory://."
     )

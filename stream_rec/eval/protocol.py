@@ -149,6 +149,15 @@ def rank_topk(scores: np.ndarray, k: int) -> np.ndarray:
     return order[:, :k]
 
 
+def target_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """0-based rank of each row's target: items scored higher, plus equal-scored items of a
+    lower index (the protocol's tie order)."""
+    st = scores[np.arange(len(targets)), targets][:, None]
+    cols = np.arange(scores.shape[1])[None, :]
+    ahead = (scores > st) | ((scores == st) & (cols < targets[:, None]))
+    return ahead.sum(axis=1)
+
+
 def evaluate(
     ranker: Ranker,
     split: LeaveOneOut,
@@ -171,13 +180,10 @@ def evaluate(
         for row, h in enumerate(hists):
             if h:
                 scores[row, np.asarray(h, dtype=np.int64)] = -np.inf
-        for row, u in enumerate(chunk):
-            if u not in wanted:
-                continue
-            t = split.target(u, stage)
-            s = scores[row]
-            st = s[t]
-            ranks.append(int((s > st).sum() + (s[:t] == st).sum()))
+        keep = [row for row, u in enumerate(chunk) if u in wanted]
+        if keep:
+            targets = np.array([split.target(chunk[row], stage) for row in keep], dtype=np.int64)
+            ranks.extend(int(r) for r in target_ranks(scores[keep], targets))
         if dump_k:
             for row, top in enumerate(rank_topk(scores, dump_k)):
                 dumps.append([int(i) for i in top if np.isfinite(scores[row, i])])

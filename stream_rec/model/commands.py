@@ -125,6 +125,8 @@ def train_command(
     if "test_cold_target" in metrics:
         rows["two-tower (cold targets)"] = metrics["test_cold_target"]
     console.print(_metrics_table("Test, DESIGN.md protocol", rows))
+    fitted = metrics["new_item_offset"]
+    console.print(f"new-item score offset {fitted['offset']:.2f}: {fitted['reason']}")
     console.print(f"training wall time {metrics['train_wall_s']:.1f} s; version: {path}")
     if out_json:
         out_json.write_text(json.dumps({**metrics, "version_dir": str(path)}, indent=2))

@@ -36,6 +36,9 @@ class ModelConfig:
     gate_c: float = 5.0
     use_id: bool = True
     use_text: bool = True
+    new_item_offset: float = 0.0
+    """Added to the score of every item without training interactions (fitted on validation,
+    see :mod:`stream_rec.model.calibrate`); 0 = none."""
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -192,6 +195,13 @@ class TwoTower(nn.Module):
 
     def item_matrix(self, cold_drop: float = 0.0) -> torch.Tensor:
         return self.item(self.text_vectors, self.counts, cold_drop)
+
+    def score_offset(self) -> torch.Tensor | None:
+        """Per-item score offset ([n_items]) or None: ``new_item_offset`` on items without
+        training interactions."""
+        if not self.cfg.new_item_offset:
+            return None
+        return (self.counts == 0).to(self.text_vectors.dtype) * self.cfg.new_item_offset
 
     def embed_sequences(
         self, idx: torch.Tensor, items: torch.Tensor

@@ -137,6 +137,7 @@ def train_and_export(
         "train_wall_s": result.wall_s,
         "best_epoch": result.best_epoch,
         "valid_ndcg10": result.valid_ndcg10,
+        "new_item_offset": result.new_item_offset,
         **test_metrics(ranker, split),
     }
     if not export:

@@ -145,7 +145,11 @@ class OnnxScorer:
         self.id_part = np.load(self.dir / "id_part.npy").astype(np.float32)
         pop = np.load(self.dir / "popularity.npy").astype(np.float64)
         self.pop_score = np.log1p(pop).astype(np.float32)
-        self._norm_items, self._items_t = self._derived(self.items)
+        offset = settings.new_item_offset if settings is not None else None
+        self.new_item_offset = float(
+            cfg["model"].get("new_item_offset", 0.0) if offset is None else offset
+        )
+        self._norm_items, self._items_t, self._bias = self._derived(self.items, self.id_part)
 
     # --- loading -------------------------------------------------------------------------
     @classmethod
@@ -158,13 +162,19 @@ class OnnxScorer:
         return str(self.manifest["version"])
 
     # --- catalogue -----------------------------------------------------------------------
-    @staticmethod
-    def _derived(items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """What each catalogue matrix brings along: unit rows (reasons) and a contiguous
-        transpose (the catalogue product reads it row by row)."""
+    def _derived(
+        self, items: np.ndarray, id_part: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """What each catalogue matrix brings along: unit rows (reasons), a contiguous transpose
+        (the catalogue product reads it row by row) and the per-item score offset (the
+        version's ``new_item_offset`` on items without an ID part: no training interactions,
+        or added from the stream), None when the offset is 0."""
         n = np.linalg.norm(items, axis=1, keepdims=True)
         unit = (items / np.maximum(n, 1e-12)).astype(np.float32)
-        return unit, np.ascontiguousarray(items.T)
+        bias: np.ndarray | None = None
+        if self.new_item_offset:
+            bias = np.where(id_part.any(axis=1), 0.0, self.new_item_offset).astype(np.float32)
+        return unit, np.ascontiguousarray(items.T), bias
 
     def _text_session(self) -> Any:
         if self._text_sess is None:  # lazily: most workers only score
@@ -222,7 +232,7 @@ class OnnxScorer:
             self._texts = texts
             self.item_ids, self.titles, self.index = ids, titles, index
             self.items, self.id_part, self.pop_score = mat, idp, pop
-            self._norm_items, self._items_t = self._derived(mat)
+            self._norm_items, self._items_t, self._bias = self._derived(mat, idp)
 
     def observe(self, user_id: str, history: Sequence[str], item_id: str, event: str) -> None:
         """Frozen model: learning happens in the trainer service, not here."""
@@ -244,7 +254,7 @@ class OnnxScorer:
         with self._lock:
             return _Catalogue(
                 self.items, self.item_ids, self.titles, self.index, self.pop_score,
-                self._norm_items, self._items_t,
+                self._norm_items, self._items_t, self._bias,
             )  # fmt: skip
 
     def score_matrix(
@@ -256,17 +266,21 @@ class OnnxScorer:
         idx = [[where[i] for i in h if i in where][-self.max_len :] for h in histories]
         rows = [r for r, h in enumerate(idx) if h]
         if len(rows) == len(idx):  # the usual case: every user has a history
-            return self._product(self.user_vectors(idx, cat.items), cat.items_t)
+            return self._product(self.user_vectors(idx, cat.items), cat)
         scores = np.tile(cat.pop, (len(idx), 1))
         if rows:
             users = self.user_vectors([idx[r] for r in rows], cat.items)
-            scores[rows] = self._product(users, cat.items_t)
+            scores[rows] = self._product(users, cat)
         return scores
 
-    def _product(self, users: np.ndarray, items_t: np.ndarray) -> np.ndarray:
+    def _product(self, users: np.ndarray, cat: _Catalogue) -> np.ndarray:
+        scores: np.ndarray
         if len(users) < PRODUCT_IN_ORT_FROM:  # a few rows: a single-threaded BLAS call is
-            return users @ items_t  # cheaper than one more session run
-        scores: np.ndarray = self.product_sess.run(None, {"users": users, "items_t": items_t})[0]
+            scores = users @ cat.items_t  # cheaper than one more session run
+        else:
+            scores = self.product_sess.run(None, {"users": users, "items_t": cat.items_t})[0]
+        if cat.bias is not None:
+            scores += cat.bias
         return scores
 
     def score(self, requests: Sequence[ScoreRequest], k: int) -> list[list[ScoredItem]]:
@@ -308,3 +322,4 @@ class _Catalogue(NamedTuple):
     pop: np.ndarray
     norm: np.ndarray
     items_t: np.ndarray
+    bias: np.ndarray | None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -51,6 +51,8 @@ class TrainResult:
     valid_ndcg10: float
     history: list[dict[str, float]] = field(default_factory=list)
     wall_s: float = 0.0
+    new_item_offset: dict[str, Any] = field(default_factory=dict)
+    """How ``ModelConfig.new_item_offset`` was chosen (:mod:`stream_rec.model.calibrate`)."""
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -74,6 +76,7 @@ class TorchRanker:
         self.max_len = max_len or model.cfg.max_len
         with torch.no_grad():
             self.items = model.item_matrix()
+            self.offset = model.score_offset()
 
     @torch.no_grad()
     def user_vectors(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -83,7 +86,10 @@ class TorchRanker:
 
     def score(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
         with torch.no_grad():
-            return (self.user_vectors(histories) @ self.items.T).cpu().numpy()
+            scores = self.user_vectors(histories) @ self.items.T
+            if self.offset is not None:
+                scores += self.offset
+            return scores.cpu().numpy()
 
 
 def left_pad(seqs: Sequence[Sequence[int]], length: int | None = None) -> torch.Tensor:
@@ -225,8 +231,11 @@ def train(
     validation NDCG@10, then (``final_fit``) refit on train+validation for the best epoch count.
     Cold items of the split never appear in any training sequence."""
     from stream_rec.eval.protocol import evaluate
+    from stream_rec.model.calibrate import fit_new_item_offset
 
-    model_cfg = model_cfg or ModelConfig(text_dim=int(text_vectors.shape[1]))
+    model_cfg = replace(
+        model_cfg or ModelConfig(text_dim=int(text_vectors.shape[1])), new_item_offset=0.0
+    )  # fitted below, on the early-stopped model
     cfg = cfg or TrainConfig()
     t0 = time.perf_counter()
 
@@ -243,6 +252,9 @@ def train(
         validate,
         on_epoch,
     )
+    offset_fit = fit_new_item_offset(TorchRanker(model), split, (model.counts == 0).cpu().numpy())
+    model_cfg = replace(model_cfg, new_item_offset=offset_fit.offset)
+    model.cfg = model_cfg
     if cfg.final_fit:
         model, _, _, more = fit(
             split.training_sequences(True),
@@ -255,4 +267,5 @@ def train(
             phase="refit",
         )
         history += [{**r, "refit": 1.0} for r in more]
-    return TrainResult(model, best_epoch, best, history, time.perf_counter() - t0)
+    wall = time.perf_counter() - t0
+    return TrainResult(model, best_epoch, best, history, wall, offset_fit.as_dict())

@@ -101,6 +101,27 @@ def test_runtime_matches_torch_ranking(exported_version: Path, trained_planted) 
     assert np.abs(mixed[1:-1] - scorer.score_matrix(raw)).max() <= 1e-5
 
 
+def test_new_item_offset_lifts_new_items(exported_version: Path, trained_planted) -> None:  # type: ignore[no-untyped-def]
+    split, _ = trained_planted
+    model = load_torch_model(exported_version)
+    base = OnnxScorer.load(exported_version, load_settings(device="cpu"))
+    bumped = OnnxScorer.load(exported_version, load_settings(device="cpu", new_item_offset=3.0))
+    hists = [split.history(u, "test") for u in range(20)]
+    raw = [[split.item_ids[i] for i in h] for h in hists]
+    # the version's torch model with the same offset agrees (no interactions = no ID part)
+    model.cfg.new_item_offset = 3.0
+    assert np.abs(bumped.score_matrix(raw) - TorchRanker(model).score(hists)).max() <= 1e-4
+    new_item = CatalogItem("new-1", "robot ghost", "robot ghost. genres Horror")
+    for scorer in (base, bumped):
+        scorer.upsert_items([new_item])
+    new = ~bumped.id_part.any(axis=1)
+    assert new[bumped.index["new-1"]] and not new.all()
+    for n in (1, 20):  # both product paths
+        diff = bumped.score_matrix(raw[:n]) - base.score_matrix(raw[:n])
+        assert np.allclose(diff[:, new], 3.0, atol=1e-5)
+        assert np.allclose(diff[:, ~new], 0.0, atol=1e-6)
+
+
 def test_int8_scorer_agrees_on_top_item(exported_version: Path) -> None:
     scorer = OnnxScorer.load(exported_version, load_settings(device="cpu"), precision="int8")
     assert scorer.score([ScoreRequest("u", ["7", "8", "9"])], k=3)[0][0].item_id == "10"
