@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from stream_rec.model import registry
+from stream_rec.model.neighbours import Neighbours
 from stream_rec.model.net import TwoTower, UserEncoder
 from stream_rec.model.text import MAX_TEXT_TOKENS, PooledEncoder, load_encoder, tokenize
 
@@ -177,6 +178,8 @@ def export_version(
         if int8:
             quantize_int8(tmp / "user_tower.onnx", tmp / "user_tower.int8.onnx")
         np.save(tmp / "item_vectors.npy", items.numpy().astype(np.float32))
+        if model.neighbours is not None:
+            model.neighbours.save(tmp)
         np.save(tmp / "id_part.npy", (items - text_path).numpy().astype(np.float32))
         np.save(tmp / "text_vectors.npy", model.text_vectors.numpy().astype(np.float32))
         np.save(tmp / "popularity.npy", model.counts.numpy().astype(np.float32))
@@ -236,4 +239,5 @@ def load_torch_model(version_dir: Path) -> TwoTower:
     state = blob["state"]
     model = TwoTower(cfg, state["text_vectors"], state["counts"])
     model.load_state_dict(state)
+    model.neighbours = Neighbours.load(Path(version_dir))
     return model.eval()

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from stream_rec.model.neighbours import Neighbours
+
 MASK_VALUE = -1.0e4  # finite: an all-masked (padding) row stays NaN-free, also in fp16
 
 
@@ -36,6 +38,9 @@ class ModelConfig:
     gate_c: float = 5.0
     use_id: bool = True
     use_text: bool = True
+    knn_last: int = 0
+    knn_weight: float = 0.0
+    """Blend of item neighbours over the last ``knn_last`` items (:mod:`neighbours`); 0 = off."""
     new_item_offset: float = 0.0
     """Added to the score of every item without training interactions (fitted on validation,
     see :mod:`stream_rec.model.calibrate`); 0 = none."""
@@ -188,6 +193,7 @@ class TwoTower(nn.Module):
         self.user = UserTower(cfg)
         self.register_buffer("text_vectors", text_vectors.float())
         self.register_buffer("counts", counts.float())
+        self.neighbours: Neighbours | None = None
 
     @property
     def n_items(self) -> int:

@@ -138,6 +138,7 @@ def train_and_export(
         "best_epoch": result.best_epoch,
         "valid_ndcg10": result.valid_ndcg10,
         "new_item_offset": result.new_item_offset,
+        "neighbour_blend": result.neighbour_blend,
         **test_metrics(ranker, split),
     }
     if not export:

@@ -18,6 +18,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from stream_rec.model import registry
+from stream_rec.model.neighbours import Neighbours, blend
 from stream_rec.serving.scorer import CatalogItem, ScoredItem, ScoreRequest
 from stream_rec.settings import Settings
 
@@ -153,6 +154,11 @@ class OnnxScorer:
             cfg["model"].get("new_item_offset", 0.0) if offset is None else offset
         )
         self._norm_items, self._items_t, self._bias = self._derived(self.items, self.id_part)
+        self.neighbours = Neighbours.load(self.dir)
+        self.knn_last = int(cfg["model"].get("knn_last", 0))
+        self.knn_weight = float(cfg["model"].get("knn_weight", 0.0))
+        if self.neighbours is None:
+            self.knn_weight = 0.0
 
     # --- loading -------------------------------------------------------------------------
     @classmethod
@@ -269,12 +275,19 @@ class OnnxScorer:
         idx = [[where[i] for i in h if i in where][-self.max_len :] for h in histories]
         rows = [r for r, h in enumerate(idx) if h]
         if len(rows) == len(idx):  # the usual case: every user has a history
-            return self._product(self.user_vectors(idx, cat.items), cat)
+            return self._blend(self._product(self.user_vectors(idx, cat.items), cat), idx)
         scores = np.tile(cat.pop, (len(idx), 1))
         if rows:
             users = self.user_vectors([idx[r] for r in rows], cat.items)
-            scores[rows] = self._product(users, cat)
+            scores[rows] = self._blend(self._product(users, cat), [idx[r] for r in rows])
         return scores
+
+    def _blend(self, scores: np.ndarray, idx: Sequence[Sequence[int]]) -> np.ndarray:
+        """The version's item-neighbour blend (:mod:`stream_rec.model.neighbours`), if any."""
+        if not self.knn_weight or self.neighbours is None:
+            return scores
+        near = self.neighbours.scores(idx, self.knn_last, scores.shape[1])
+        return blend(scores, near, self.knn_weight)
 
     def _product(self, users: np.ndarray, cat: _Catalogue) -> np.ndarray:
         scores: np.ndarray

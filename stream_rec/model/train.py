@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from stream_rec.model.neighbours import LASTS, WEIGHTS, Neighbours, blend
 from stream_rec.model.net import ModelConfig, TwoTower
 
 
@@ -53,6 +54,8 @@ class TrainResult:
     wall_s: float = 0.0
     new_item_offset: dict[str, Any] = field(default_factory=dict)
     """How ``ModelConfig.new_item_offset`` was chosen (:mod:`stream_rec.model.calibrate`)."""
+    neighbour_blend: dict[str, Any] = field(default_factory=dict)
+    """How ``knn_last``/``knn_weight`` were chosen (:func:`fit_neighbour_blend`)."""
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -89,7 +92,12 @@ class TorchRanker:
             scores = self.user_vectors(histories) @ self.items.T
             if self.offset is not None:
                 scores += self.offset
-            return scores.cpu().numpy()
+            out: np.ndarray = scores.cpu().numpy()
+        cfg, nb = self.model.cfg, self.model.neighbours
+        if cfg.knn_weight and nb is not None:
+            near = nb.scores(histories, cfg.knn_last, out.shape[1])
+            out = blend(out, near, cfg.knn_weight)
+        return out
 
 
 def left_pad(seqs: Sequence[Sequence[int]], length: int | None = None) -> torch.Tensor:
@@ -220,6 +228,37 @@ def fit(
     return model, best_epoch, best, history
 
 
+def fit_neighbour_blend(
+    model: TwoTower, split: Any, lasts: Sequence[int] = LASTS, weights: Sequence[float] = WEIGHTS
+) -> dict[str, Any]:
+    """Pick ``knn_last``/``knn_weight`` on the validation targets: the grid point with the best
+    NDCG@10 (weight 0 = the two-tower score alone). ``model.neighbours`` must be fitted."""
+    from stream_rec.eval.protocol import target_ranks
+
+    assert model.neighbours is not None  # noqa: S101
+    plain = TorchRanker(model)  # the two-tower score alone: the model has knn_weight 0 here
+    users = [u for u in range(len(split.user_ids)) if split.target(u, "valid") >= 0]
+    hists = [split.history(u, "valid") for u in users]
+    targets = np.array([split.target(u, "valid") for u in users], dtype=np.int64)
+    base = np.concatenate([plain.score(hists[i : i + 256]) for i in range(0, len(hists), 256)])
+    seen = np.zeros(base.shape, dtype=bool)
+    for row, h in enumerate(hists):
+        seen[row, np.asarray(h, dtype=np.int64)] = True
+    table: list[dict[str, float]] = []
+    for last in lasts:
+        near = model.neighbours.scores(hists, last, base.shape[1])
+        for weight in weights:
+            if not weight and table:
+                continue  # weight 0 does not depend on ``last``
+            s = np.where(seen, -np.inf, blend(base, near, weight))
+            ranks = target_ranks(s, targets)
+            ndcg = float(np.where(ranks < 10, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
+            table.append({"last": last, "weight": weight, "valid_ndcg10": ndcg})
+    best = max(table, key=lambda r: r["valid_ndcg10"])
+    chosen = {"last": int(best["last"]) if best["weight"] else 0, "weight": float(best["weight"])}
+    return {**chosen, "table": table}
+
+
 def train(
     split: Any,
     text_vectors: np.ndarray,
@@ -234,7 +273,10 @@ def train(
     from stream_rec.model.calibrate import fit_new_item_offset
 
     model_cfg = replace(
-        model_cfg or ModelConfig(text_dim=int(text_vectors.shape[1])), new_item_offset=0.0
+        model_cfg or ModelConfig(text_dim=int(text_vectors.shape[1])),
+        new_item_offset=0.0,
+        knn_last=0,
+        knn_weight=0.0,
     )  # fitted below, on the early-stopped model
     cfg = cfg or TrainConfig()
     t0 = time.perf_counter()
@@ -252,6 +294,10 @@ def train(
         validate,
         on_epoch,
     )
+    model.neighbours = Neighbours.fit(split.training_sequences(False), model.n_items)
+    knn_fit = fit_neighbour_blend(model, split)
+    model_cfg = replace(model_cfg, knn_last=knn_fit["last"], knn_weight=knn_fit["weight"])
+    model.cfg = model_cfg
     offset_fit = fit_new_item_offset(TorchRanker(model), split, (model.counts == 0).cpu().numpy())
     model_cfg = replace(model_cfg, new_item_offset=offset_fit.offset)
     model.cfg = model_cfg
@@ -267,5 +313,6 @@ def train(
             phase="refit",
         )
         history += [{**r, "refit": 1.0} for r in more]
+        model.neighbours = Neighbours.fit(split.training_sequences(True), model.n_items)
     wall = time.perf_counter() - t0
-    return TrainResult(model, best_epoch, best, history, wall, offset_fit.as_dict())
+    return TrainResult(model, best_epoch, best, history, wall, offset_fit.as_dict(), knn_fit)

@@ -108,6 +108,8 @@ def test_new_item_offset_lifts_new_items(exported_version: Path, trained_planted
     bumped = OnnxScorer.load(exported_version, load_settings(device="cpu", new_item_offset=3.0))
     hists = [split.history(u, "test") for u in range(20)]
     raw = [[split.item_ids[i] for i in h] for h in hists]
+    # the offset alone (the neighbour blend, if the version has one, rescales every score)
+    base.knn_weight = bumped.knn_weight = model.cfg.knn_weight = 0.0
     # the version's torch model with the same offset agrees (no interactions = no ID part)
     model.cfg.new_item_offset = 3.0
     assert np.abs(bumped.score_matrix(raw) - TorchRanker(model).score(hists)).max() <= 1e-4
@@ -224,6 +226,13 @@ def test_finetune_incremental_publishes_merged_version(
     assert scorer.score([ScoreRequest("u", ["3", "4", "5"])], k=1)[0][0].item_id == "6"
     items = json.loads((new_dir / "items.json").read_text())
     assert len(items["item_ids"]) == 24
+    # the serving blend travels with the fine-tuned version
+    parent_cfg = json.loads((exported_version / "config.json").read_text())["model"]
+    new_cfg = json.loads((new_dir / "config.json").read_text())["model"]
+    for key in ("knn_last", "knn_weight", "new_item_offset"):
+        assert new_cfg[key] == parent_cfg[key]
+    for version in (exported_version, new_dir):
+        assert (version / "neighbours.npy").is_file()
     # a gate that never passes publishes nothing
     assert (
         finetune_incremental(

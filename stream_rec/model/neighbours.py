@@ -1,0 +1,100 @@
+"""Item neighbours blended into the two-tower score.
+
+The user tower reads a long window; what the user did in the last few steps is often said best
+by plain item-to-item co-occurrence: cosine similarity of user co-occurrence over the version's
+training sequences; a user's neighbour score is the sum of the similarity rows of the last
+``last`` items of the history. The served score is
+
+    z(two-tower score) + weight * z(neighbour score)
+
+with ``z`` standardising each user's row over the catalogue, so the weight does not depend on the
+scale of either part. ``last`` and ``weight`` are chosen on the validation targets at training
+time (``weight`` 0 = the two-tower score alone) and live in the model config
+(``knn_last``/``knn_weight``); the similarity matrix lives in the version folder
+(``neighbours.npy``). Items added after the fit have no row or column and score 0 there.
+
+The matrix is dense (items × items float32: 11 MB for MovieLens-100K's 1,682 items, 400 MB at
+10,000): right for catalogues of a few thousand items. Keeping only each item's top-k neighbours
+cost validation NDCG@10 here (k = 100: 0.1194 against 0.1224 dense), so a large catalogue would
+need sparse top-k lists with a larger k, not this matrix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+LASTS = (1, 3, 5)
+WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+FILE = "neighbours.npy"
+
+
+@dataclass
+class Neighbours:
+    sim: np.ndarray
+    """[n_items, n_items] float32 cosine similarity of user co-occurrence, 0 on the diagonal."""
+
+    @property
+    def n_items(self) -> int:
+        return int(self.sim.shape[0])
+
+    @classmethod
+    def fit(cls, seqs: Sequence[Sequence[int]], n_items: int) -> Neighbours:
+        x = np.zeros((len(seqs), n_items), dtype=np.float32)
+        for u, seq in enumerate(seqs):
+            if len(seq):
+                x[u, np.asarray(seq, dtype=np.int64)] = 1.0
+        co = x.T @ x
+        deg = np.sqrt(np.maximum(np.diag(co), 1.0))
+        sim = co / deg[:, None] / deg[None, :]
+        np.fill_diagonal(sim, 0.0)
+        return cls(sim.astype(np.float32))
+
+    def scores(self, histories: Sequence[Sequence[int]], last: int, n_items: int) -> np.ndarray:
+        """[len(histories), n_items] neighbour scores: the similarity rows of the last ``last``
+        items of each history, summed. Items outside the fitted catalogue (added later) have
+        no row and no column: they add nothing and score 0."""
+        n = self.n_items
+        idx = np.full((len(histories), max(last, 1)), n, dtype=np.int64)  # n = a zero row
+        for row, h in enumerate(histories):
+            recent = [i for i in list(h)[-last:] if 0 <= i < n]
+            if recent:
+                idx[row, : len(recent)] = recent
+        padded = self._padded()
+        near: np.ndarray = padded[idx].sum(axis=1)
+        if n_items > n:
+            near = np.pad(near, ((0, 0), (0, n_items - n)))
+        return near[:, :n_items]
+
+    def _padded(self) -> np.ndarray:
+        padded = getattr(self, "_pad_cache", None)
+        if padded is None:
+            padded = np.vstack([self.sim, np.zeros((1, self.n_items), np.float32)])
+            self._pad_cache = padded
+        return padded
+
+    def save(self, folder: Path) -> None:
+        np.save(Path(folder) / FILE, self.sim)
+
+    @classmethod
+    def load(cls, folder: Path) -> Neighbours | None:
+        path = Path(folder) / FILE
+        return cls(np.load(path).astype(np.float32)) if path.is_file() else None
+
+
+def standardise(scores: np.ndarray) -> np.ndarray:
+    """Each row to mean 0, standard deviation 1 over the catalogue."""
+    mean = scores.mean(axis=1, keepdims=True)
+    std = scores.std(axis=1, keepdims=True)
+    out: np.ndarray = (scores - mean) / np.maximum(std, 1e-9)
+    return out
+
+
+def blend(two_tower: np.ndarray, neighbour: np.ndarray, weight: float) -> np.ndarray:
+    if not weight:
+        return two_tower
+    out: np.ndarray = standardise(two_tower) + np.float32(weight) * standardise(neighbour)
+    return out.astype(np.float32, copy=False)
