@@ -3,9 +3,11 @@
 A new item (no training interactions) is scored from its text alone, while a warm item also
 carries its learned ID vector: on the held-out split the text-only scores of new items come out
 systematically low, so a new item that is exactly what the user picks next still sits below
-many warm items. The serving score of every item without interactions gets a constant offset
-``delta`` added (``ModelConfig.new_item_offset``; the ONNX runtime applies it to every catalogue
-row without an ID part, items added from the stream included).
+many warm items. The served score (standardised per user, see
+:func:`stream_rec.model.neighbours.blend`) of every item without interactions gets a constant
+offset ``delta``, in standard deviations, added (``ModelConfig.new_item_offset``; the ONNX
+runtime applies it to every catalogue row without an ID part, items added from the stream
+included).
 
 ``delta`` is chosen on the validation stage, never on test: over a grid, the per-user NDCG@10
 of every user with a validation target; the largest ``delta`` whose mean loss against the best
@@ -24,7 +26,7 @@ import numpy as np
 
 from stream_rec.eval.protocol import Ranker, Stage, target_ranks
 
-GRID = tuple(round(0.05 * i, 2) for i in range(21))  # 0.00 … 1.00
+GRID = tuple(round(0.1 * i, 1) for i in range(21))  # 0.0 … 2.0 standard deviations
 MIN_USERS = 30
 
 

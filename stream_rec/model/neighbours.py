@@ -8,7 +8,8 @@ training sequences; a user's neighbour score is the sum of the similarity rows o
     z(two-tower score) + weight * z(neighbour score)
 
 with ``z`` standardising each user's row over the catalogue, so the weight does not depend on the
-scale of either part. ``last`` and ``weight`` are chosen on the validation targets at training
+scale of either part (with weight 0 the served score is ``z(two-tower score)``: same ranking).
+``last`` and ``weight`` are chosen on the validation targets at training
 time (``weight`` 0 = the two-tower score alone) and live in the model config
 (``knn_last``/``knn_weight``); the similarity matrix lives in the version folder
 (``neighbours.npy``). Items added after the fit have no row or column and score 0 there.
@@ -93,8 +94,11 @@ def standardise(scores: np.ndarray) -> np.ndarray:
     return out
 
 
-def blend(two_tower: np.ndarray, neighbour: np.ndarray, weight: float) -> np.ndarray:
-    if not weight:
-        return two_tower
-    out: np.ndarray = standardise(two_tower) + np.float32(weight) * standardise(neighbour)
+def blend(two_tower: np.ndarray, neighbour: np.ndarray | None, weight: float) -> np.ndarray:
+    """The served score: ``z(two_tower) + weight * z(neighbour)``; ``z(two_tower)`` alone when
+    the weight is 0 (same ranking as the raw score, and the units the new-item offset of
+    :mod:`stream_rec.model.calibrate` is fitted in)."""
+    out = standardise(two_tower)
+    if weight and neighbour is not None:
+        out = out + np.float32(weight) * standardise(neighbour)
     return out.astype(np.float32, copy=False)

@@ -275,19 +275,23 @@ class OnnxScorer:
         idx = [[where[i] for i in h if i in where][-self.max_len :] for h in histories]
         rows = [r for r, h in enumerate(idx) if h]
         if len(rows) == len(idx):  # the usual case: every user has a history
-            return self._blend(self._product(self.user_vectors(idx, cat.items), cat), idx)
+            return self._serve(self._product(self.user_vectors(idx, cat.items), cat), idx, cat)
         scores = np.tile(cat.pop, (len(idx), 1))
         if rows:
             users = self.user_vectors([idx[r] for r in rows], cat.items)
-            scores[rows] = self._blend(self._product(users, cat), [idx[r] for r in rows])
+            scores[rows] = self._serve(self._product(users, cat), [idx[r] for r in rows], cat)
         return scores
 
-    def _blend(self, scores: np.ndarray, idx: Sequence[Sequence[int]]) -> np.ndarray:
-        """The version's item-neighbour blend (:mod:`stream_rec.model.neighbours`), if any."""
-        if not self.knn_weight or self.neighbours is None:
-            return scores
-        near = self.neighbours.scores(idx, self.knn_last, scores.shape[1])
-        return blend(scores, near, self.knn_weight)
+    def _serve(self, raw: np.ndarray, idx: Sequence[Sequence[int]], cat: _Catalogue) -> np.ndarray:
+        """Raw two-tower scores → served scores: the item-neighbour blend of
+        :mod:`stream_rec.model.neighbours`, then the new-item offset."""
+        near = None
+        if self.knn_weight and self.neighbours is not None:
+            near = self.neighbours.scores(idx, self.knn_last, raw.shape[1])
+        out = blend(raw, near, self.knn_weight)
+        if cat.bias is not None:
+            out += cat.bias
+        return out
 
     def _product(self, users: np.ndarray, cat: _Catalogue) -> np.ndarray:
         scores: np.ndarray
@@ -295,8 +299,6 @@ class OnnxScorer:
             scores = users @ cat.items_t  # cheaper than one more session run
         else:
             scores = self.product_sess.run(None, {"users": users, "items_t": cat.items_t})[0]
-        if cat.bias is not None:
-            scores += cat.bias
         return scores
 
     def score(self, requests: Sequence[ScoreRequest], k: int) -> list[list[ScoredItem]]:

@@ -79,7 +79,8 @@ class TorchRanker:
         self.max_len = max_len or model.cfg.max_len
         with torch.no_grad():
             self.items = model.item_matrix()
-            self.offset = model.score_offset()
+            offset = model.score_offset()
+            self.offset = None if offset is None else offset.cpu().numpy()
 
     @torch.no_grad()
     def user_vectors(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -89,14 +90,14 @@ class TorchRanker:
 
     def score(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
         with torch.no_grad():
-            scores = self.user_vectors(histories) @ self.items.T
-            if self.offset is not None:
-                scores += self.offset
-            out: np.ndarray = scores.cpu().numpy()
+            raw: np.ndarray = (self.user_vectors(histories) @ self.items.T).cpu().numpy()
         cfg, nb = self.model.cfg, self.model.neighbours
+        near = None
         if cfg.knn_weight and nb is not None:
-            near = nb.scores(histories, cfg.knn_last, out.shape[1])
-            out = blend(out, near, cfg.knn_weight)
+            near = nb.scores(histories, cfg.knn_last, raw.shape[1])
+        out = blend(raw, near, cfg.knn_weight)
+        if self.offset is not None:
+            out += self.offset
         return out
 
 
