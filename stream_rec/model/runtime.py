@@ -153,7 +153,9 @@ class OnnxScorer:
         self.new_item_offset = float(
             cfg["model"].get("new_item_offset", 0.0) if offset is None else offset
         )
-        self._norm_items, self._items_t, self._bias = self._derived(self.items, self.id_part)
+        self._norm_items, self._items_t, self._bias, self._new = self._derived(
+            self.items, self.id_part
+        )
         self.neighbours = Neighbours.load(self.dir)
         self.knn_last = int(cfg["model"].get("knn_last", 0))
         self.knn_weight = float(cfg["model"].get("knn_weight", 0.0))
@@ -173,17 +175,18 @@ class OnnxScorer:
     # --- catalogue -----------------------------------------------------------------------
     def _derived(
         self, items: np.ndarray, id_part: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
         """What each catalogue matrix brings along: unit rows (reasons), a contiguous transpose
-        (the catalogue product reads it row by row) and the per-item score offset (the
-        version's ``new_item_offset`` on items without an ID part: no training interactions,
-        or added from the stream), None when the offset is 0."""
+        (the catalogue product reads it row by row), the per-item score offset (the version's
+        ``new_item_offset`` on new items; None when the offset is 0) and the new-item mask
+        (rows without an ID part: no training interactions, or added from the stream)."""
         n = np.linalg.norm(items, axis=1, keepdims=True)
         unit = (items / np.maximum(n, 1e-12)).astype(np.float32)
+        new: np.ndarray = np.logical_not(id_part.any(axis=1))
         bias: np.ndarray | None = None
         if self.new_item_offset:
-            bias = np.where(id_part.any(axis=1), 0.0, self.new_item_offset).astype(np.float32)
-        return unit, np.ascontiguousarray(items.T), bias
+            bias = np.where(new, self.new_item_offset, 0.0).astype(np.float32)
+        return unit, np.ascontiguousarray(items.T), bias, new
 
     def _text_session(self) -> Any:
         if self._text_sess is None:  # lazily: most workers only score
@@ -241,7 +244,7 @@ class OnnxScorer:
             self._texts = texts
             self.item_ids, self.titles, self.index = ids, titles, index
             self.items, self.id_part, self.pop_score = mat, idp, pop
-            self._norm_items, self._items_t, self._bias = self._derived(mat, idp)
+            self._norm_items, self._items_t, self._bias, self._new = self._derived(mat, idp)
 
     def observe(self, user_id: str, history: Sequence[str], item_id: str, event: str) -> None:
         """Frozen model: learning happens in the trainer service, not here."""
@@ -263,7 +266,7 @@ class OnnxScorer:
         with self._lock:
             return _Catalogue(
                 self.items, self.item_ids, self.titles, self.index, self.pop_score,
-                self._norm_items, self._items_t, self._bias,
+                self._norm_items, self._items_t, self._bias, self._new,
             )  # fmt: skip
 
     def score_matrix(
@@ -288,7 +291,7 @@ class OnnxScorer:
         near = None
         if self.knn_weight and self.neighbours is not None:
             near = self.neighbours.scores(idx, self.knn_last, raw.shape[1])
-        out = blend(raw, near, self.knn_weight)
+        out = blend(raw, near, self.knn_weight, cat.new)
         if cat.bias is not None:
             out += cat.bias
         return out
@@ -341,3 +344,4 @@ class _Catalogue(NamedTuple):
     norm: np.ndarray
     items_t: np.ndarray
     bias: np.ndarray | None
+    new: np.ndarray

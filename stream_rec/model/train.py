@@ -80,6 +80,7 @@ class TorchRanker:
         with torch.no_grad():
             self.items = model.item_matrix()
             offset = model.score_offset()
+            self.new = (model.counts == 0).cpu().numpy()
             self.offset = None if offset is None else offset.cpu().numpy()
 
     @torch.no_grad()
@@ -95,7 +96,7 @@ class TorchRanker:
         near = None
         if cfg.knn_weight and nb is not None:
             near = nb.scores(histories, cfg.knn_last, raw.shape[1])
-        out = blend(raw, near, cfg.knn_weight)
+        out = blend(raw, near, cfg.knn_weight, self.new)
         if self.offset is not None:
             out += self.offset
         return out
@@ -251,7 +252,7 @@ def fit_neighbour_blend(
         for weight in weights:
             if not weight and table:
                 continue  # weight 0 does not depend on ``last``
-            s = np.where(seen, -np.inf, blend(base, near, weight))
+            s = np.where(seen, -np.inf, blend(base, near, weight, plain.new))
             ranks = target_ranks(s, targets)
             ndcg = float(np.where(ranks < 10, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
             table.append({"last": last, "weight": weight, "valid_ndcg10": ndcg})

@@ -43,6 +43,11 @@ def test_blend_standardises_both_parts() -> None:
     assert np.allclose(z.mean(), 0.0, atol=1e-6) and np.allclose(z.std(), 1.0, atol=1e-5)
     assert int(np.argmax(blend(tower, near, 0.25))) == 3  # a small weight keeps the order
     assert int(np.argmax(blend(tower, near, 2.0))) == 0  # a large one lets neighbours win
+    # a new item has no co-occurrence evidence: its neighbour part is its two-tower part
+    new = np.array([False, False, False, True])
+    got = blend(tower, near, 1.0, new)
+    assert np.isclose(got[0, 3], 2 * z[0, 3])
+    assert np.isclose(got[0, 0], blend(tower, near, 1.0)[0, 0])
 
 
 def test_save_and_load(tmp_path: Path) -> None:
