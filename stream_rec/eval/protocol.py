@@ -127,6 +127,12 @@ class Metrics:
         )
 
 
+def ndcg_gains(ranks: np.ndarray, k: int = 10) -> np.ndarray:
+    """Per-user NDCG@k of one target at each 0-based rank."""
+    r = np.asarray(ranks, dtype=np.float64)
+    return np.where(r < k, 1.0 / np.log2(r + 2.0), 0.0)
+
+
 def metrics_from_ranks(ranks: Sequence[int]) -> Metrics:
     """Ranks are 0-based positions of the target in the filtered full ranking."""
     r = np.asarray(ranks, dtype=np.float64)
@@ -136,7 +142,7 @@ def metrics_from_ranks(ranks: Sequence[int]) -> Metrics:
         return float((r < k).sum() / n)
 
     def ndcg(k: int) -> float:
-        return float(np.where(r < k, 1.0 / np.log2(r + 2.0), 0.0).sum() / n)
+        return float(ndcg_gains(r, k).sum() / n)
 
     mrr = float(np.where(r < 10, 1.0 / (r + 1.0), 0.0).sum() / n)
     return Metrics(len(r), hr(10), ndcg(10), hr(20), ndcg(20), mrr)
@@ -156,6 +162,26 @@ def target_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     cols = np.arange(scores.shape[1])[None, :]
     ahead = (scores > st) | ((scores == st) & (cols < targets[:, None]))
     return ahead.sum(axis=1)
+
+
+def stage_scores(
+    ranker: Ranker, split: LeaveOneOut, stage: Stage, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list[int]]]:
+    """Every user with a ``stage`` target: catalogue scores, the mask of the user's history
+    items (excluded from the ranking), the targets and the histories (what the validation-time
+    fits of the model rank on)."""
+    users = [u for u in range(len(split.user_ids)) if split.target(u, stage) >= 0]
+    hists = [split.history(u, stage) for u in users]
+    targets = np.array([split.target(u, stage) for u in users], dtype=np.int64)
+    chunks = [
+        np.asarray(ranker.score(hists[start : start + batch_size]), dtype=np.float64)
+        for start in range(0, len(hists), batch_size)
+    ]
+    scores = np.concatenate(chunks) if chunks else np.zeros((0, split.n_items))
+    seen = np.zeros(scores.shape, dtype=bool)
+    for row, h in enumerate(hists):
+        seen[row, np.asarray(h, dtype=np.int64)] = True
+    return scores, seen, targets, hists
 
 
 def evaluate(

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from stream_rec.eval.protocol import Ranker, Stage, target_ranks
+from stream_rec.eval.protocol import Ranker, Stage, ndcg_gains, stage_scores, target_ranks
 
 GRID = tuple(round(0.1 * i, 1) for i in range(21))  # 0.0 … 2.0 standard deviations
 MIN_USERS = 30
@@ -57,27 +57,18 @@ def fit_new_item_offset(
 ) -> OffsetFit:
     """``new``: boolean mask over the catalogue of items without training interactions.
     ``ranker`` must score *without* an offset of its own."""
-    users = [u for u in range(len(split.user_ids)) if split.target(u, stage) >= 0]
-    targets = np.array([split.target(u, stage) for u in users], dtype=np.int64)
+    base, seen, targets, _ = stage_scores(ranker, split, stage, batch_size)
     is_new = new[targets] if len(targets) else np.zeros(0, dtype=bool)
     n_new = int(is_new.sum())
     if n_new < min_users:
         return OffsetFit(0.0, n_new, f"{n_new} {stage} targets are new items (< {min_users})")
-    scores = []
-    for start in range(0, len(users), batch_size):
-        hists = [split.history(u, stage) for u in users[start : start + batch_size]]
-        s = np.array(ranker.score(hists), dtype=np.float64, copy=True)
-        for row, h in enumerate(hists):
-            if h:
-                s[row, np.asarray(h, dtype=np.int64)] = -np.inf
-        scores.append(s)
-    base = np.concatenate(scores)
+    base[seen] = -np.inf
     bump = new.astype(np.float64)
     per_user = []
     table = []
     for delta in grid:
         ranks = target_ranks(base + delta * bump, targets)
-        ndcg = np.where(ranks < 10, 1.0 / np.log2(ranks + 2.0), 0.0)
+        ndcg = ndcg_gains(ranks)
         per_user.append(ndcg)
         table.append(
             {

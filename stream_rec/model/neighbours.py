@@ -59,23 +59,18 @@ class Neighbours:
         items of each history, summed. Items outside the fitted catalogue (added later) have
         no row and no column: they add nothing and score 0."""
         n = self.n_items
-        idx = np.full((len(histories), max(last, 1)), n, dtype=np.int64)  # n = a zero row
+        idx = np.zeros((len(histories), max(last, 1)), dtype=np.int64)
+        valid = np.zeros(idx.shape, dtype=bool)
         for row, h in enumerate(histories):
             recent = [i for i in list(h)[-last:] if 0 <= i < n]
-            if recent:
-                idx[row, : len(recent)] = recent
-        padded = self._padded()
-        near: np.ndarray = padded[idx].sum(axis=1)
+            idx[row, : len(recent)] = recent
+            valid[row, : len(recent)] = True
+        rows = self.sim[idx]  # [users, last, n]
+        rows[~valid] = 0.0
+        near: np.ndarray = rows.sum(axis=1)
         if n_items > n:
             near = np.pad(near, ((0, 0), (0, n_items - n)))
         return near[:, :n_items]
-
-    def _padded(self) -> np.ndarray:
-        padded = getattr(self, "_pad_cache", None)
-        if padded is None:
-            padded = np.vstack([self.sim, np.zeros((1, self.n_items), np.float32)])
-            self._pad_cache = padded
-        return padded
 
     def save(self, folder: Path) -> None:
         np.save(Path(folder) / FILE, self.sim)
@@ -112,6 +107,27 @@ def blend(
     if weight and neighbour is not None:
         near = standardise(neighbour)
         if new is not None and new.any():
-            near = np.where(new[None, : near.shape[1]], out, near)
+            near = np.where(new[None, :], out, near)
         out = out + np.float32(weight) * near
     return out.astype(np.float32, copy=False)
+
+
+def served(
+    raw: np.ndarray,
+    histories: Sequence[Sequence[int]],
+    neighbours: Neighbours | None,
+    last: int,
+    weight: float,
+    new: np.ndarray,
+    new_item_offset: float,
+) -> np.ndarray:
+    """Raw two-tower scores [users, items] → served scores: the blend, then the new-item offset
+    of :mod:`stream_rec.model.calibrate` on ``new`` items. The one definition the torch ranker and
+    the ONNX runtime share."""
+    near = None
+    if weight and neighbours is not None:
+        near = neighbours.scores(histories, last, raw.shape[1])
+    out = blend(raw, near, weight, new)
+    if new_item_offset:
+        out[:, new] += np.float32(new_item_offset)
+    return out

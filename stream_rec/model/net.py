@@ -202,13 +202,6 @@ class TwoTower(nn.Module):
     def item_matrix(self, cold_drop: float = 0.0) -> torch.Tensor:
         return self.item(self.text_vectors, self.counts, cold_drop)
 
-    def score_offset(self) -> torch.Tensor | None:
-        """Per-item score offset ([n_items]) or None: ``new_item_offset`` on items without
-        training interactions."""
-        if not self.cfg.new_item_offset:
-            return None
-        return (self.counts == 0).to(self.text_vectors.dtype) * self.cfg.new_item_offset
-
     def embed_sequences(
         self, idx: torch.Tensor, items: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:

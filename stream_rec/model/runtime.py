@@ -18,7 +18,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from stream_rec.model import registry
-from stream_rec.model.neighbours import Neighbours, blend
+from stream_rec.model.neighbours import Neighbours, served
 from stream_rec.serving.scorer import CatalogItem, ScoredItem, ScoreRequest
 from stream_rec.settings import Settings
 
@@ -153,9 +153,7 @@ class OnnxScorer:
         self.new_item_offset = float(
             cfg["model"].get("new_item_offset", 0.0) if offset is None else offset
         )
-        self._norm_items, self._items_t, self._bias, self._new = self._derived(
-            self.items, self.id_part
-        )
+        self._norm_items, self._items_t, self._new = self._derived(self.items, self.id_part)
         self.neighbours = Neighbours.load(self.dir)
         self.knn_last = int(cfg["model"].get("knn_last", 0))
         self.knn_weight = float(cfg["model"].get("knn_weight", 0.0))
@@ -173,20 +171,17 @@ class OnnxScorer:
         return str(self.manifest["version"])
 
     # --- catalogue -----------------------------------------------------------------------
+    @staticmethod
     def _derived(
-        self, items: np.ndarray, id_part: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+        items: np.ndarray, id_part: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """What each catalogue matrix brings along: unit rows (reasons), a contiguous transpose
-        (the catalogue product reads it row by row), the per-item score offset (the version's
-        ``new_item_offset`` on new items; None when the offset is 0) and the new-item mask
-        (rows without an ID part: no training interactions, or added from the stream)."""
+        (the catalogue product reads it row by row) and the new-item mask (rows without an ID
+        part: no training interactions, or added from the stream)."""
         n = np.linalg.norm(items, axis=1, keepdims=True)
         unit = (items / np.maximum(n, 1e-12)).astype(np.float32)
         new: np.ndarray = np.logical_not(id_part.any(axis=1))
-        bias: np.ndarray | None = None
-        if self.new_item_offset:
-            bias = np.where(new, self.new_item_offset, 0.0).astype(np.float32)
-        return unit, np.ascontiguousarray(items.T), bias, new
+        return unit, np.ascontiguousarray(items.T), new
 
     def _text_session(self) -> Any:
         if self._text_sess is None:  # lazily: most workers only score
@@ -244,7 +239,7 @@ class OnnxScorer:
             self._texts = texts
             self.item_ids, self.titles, self.index = ids, titles, index
             self.items, self.id_part, self.pop_score = mat, idp, pop
-            self._norm_items, self._items_t, self._bias, self._new = self._derived(mat, idp)
+            self._norm_items, self._items_t, self._new = self._derived(mat, idp)
 
     def observe(self, user_id: str, history: Sequence[str], item_id: str, event: str) -> None:
         """Frozen model: learning happens in the trainer service, not here."""
@@ -266,7 +261,7 @@ class OnnxScorer:
         with self._lock:
             return _Catalogue(
                 self.items, self.item_ids, self.titles, self.index, self.pop_score,
-                self._norm_items, self._items_t, self._bias, self._new,
+                self._norm_items, self._items_t, self._new,
             )  # fmt: skip
 
     def score_matrix(
@@ -286,15 +281,11 @@ class OnnxScorer:
         return scores
 
     def _serve(self, raw: np.ndarray, idx: Sequence[Sequence[int]], cat: _Catalogue) -> np.ndarray:
-        """Raw two-tower scores → served scores: the item-neighbour blend of
-        :mod:`stream_rec.model.neighbours`, then the new-item offset."""
-        near = None
-        if self.knn_weight and self.neighbours is not None:
-            near = self.neighbours.scores(idx, self.knn_last, raw.shape[1])
-        out = blend(raw, near, self.knn_weight, cat.new)
-        if cat.bias is not None:
-            out += cat.bias
-        return out
+        """Raw two-tower scores → served scores (:func:`stream_rec.model.neighbours.served`)."""
+        return served(
+            raw, idx, self.neighbours, self.knn_last, self.knn_weight, cat.new,
+            self.new_item_offset,
+        )  # fmt: skip
 
     def _product(self, users: np.ndarray, cat: _Catalogue) -> np.ndarray:
         scores: np.ndarray
@@ -343,5 +334,4 @@ class _Catalogue(NamedTuple):
     pop: np.ndarray
     norm: np.ndarray
     items_t: np.ndarray
-    bias: np.ndarray | None
     new: np.ndarray

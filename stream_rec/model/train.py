@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from stream_rec.model.neighbours import LASTS, WEIGHTS, Neighbours, blend
+from stream_rec.model.neighbours import LASTS, WEIGHTS, Neighbours, blend, served
 from stream_rec.model.net import ModelConfig, TwoTower
 
 
@@ -79,9 +79,7 @@ class TorchRanker:
         self.max_len = max_len or model.cfg.max_len
         with torch.no_grad():
             self.items = model.item_matrix()
-            offset = model.score_offset()
-            self.new = (model.counts == 0).cpu().numpy()
-            self.offset = None if offset is None else offset.cpu().numpy()
+        self.new = (model.counts == 0).cpu().numpy()  # items without training interactions
 
     @torch.no_grad()
     def user_vectors(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -92,14 +90,11 @@ class TorchRanker:
     def score(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
         with torch.no_grad():
             raw: np.ndarray = (self.user_vectors(histories) @ self.items.T).cpu().numpy()
-        cfg, nb = self.model.cfg, self.model.neighbours
-        near = None
-        if cfg.knn_weight and nb is not None:
-            near = nb.scores(histories, cfg.knn_last, raw.shape[1])
-        out = blend(raw, near, cfg.knn_weight, self.new)
-        if self.offset is not None:
-            out += self.offset
-        return out
+        cfg = self.model.cfg
+        return served(
+            raw, histories, self.model.neighbours, cfg.knn_last, cfg.knn_weight, self.new,
+            cfg.new_item_offset,
+        )  # fmt: skip
 
 
 def left_pad(seqs: Sequence[Sequence[int]], length: int | None = None) -> torch.Tensor:
@@ -235,17 +230,11 @@ def fit_neighbour_blend(
 ) -> dict[str, Any]:
     """Pick ``knn_last``/``knn_weight`` on the validation targets: the grid point with the best
     NDCG@10 (weight 0 = the two-tower score alone). ``model.neighbours`` must be fitted."""
-    from stream_rec.eval.protocol import target_ranks
+    from stream_rec.eval.protocol import ndcg_gains, stage_scores, target_ranks
 
     assert model.neighbours is not None  # noqa: S101
     plain = TorchRanker(model)  # the two-tower score alone: the model has knn_weight 0 here
-    users = [u for u in range(len(split.user_ids)) if split.target(u, "valid") >= 0]
-    hists = [split.history(u, "valid") for u in users]
-    targets = np.array([split.target(u, "valid") for u in users], dtype=np.int64)
-    base = np.concatenate([plain.score(hists[i : i + 256]) for i in range(0, len(hists), 256)])
-    seen = np.zeros(base.shape, dtype=bool)
-    for row, h in enumerate(hists):
-        seen[row, np.asarray(h, dtype=np.int64)] = True
+    base, seen, targets, hists = stage_scores(plain, split, "valid")
     table: list[dict[str, float]] = []
     for last in lasts:
         near = model.neighbours.scores(hists, last, base.shape[1])
@@ -253,8 +242,7 @@ def fit_neighbour_blend(
             if not weight and table:
                 continue  # weight 0 does not depend on ``last``
             s = np.where(seen, -np.inf, blend(base, near, weight, plain.new))
-            ranks = target_ranks(s, targets)
-            ndcg = float(np.where(ranks < 10, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
+            ndcg = float(ndcg_gains(target_ranks(s, targets)).mean())
             table.append({"last": last, "weight": weight, "valid_ndcg10": ndcg})
     best = max(table, key=lambda r: r["valid_ndcg10"])
     chosen = {"last": int(best["last"]) if best["weight"] else 0, "weight": float(best["weight"])}
@@ -300,7 +288,8 @@ def train(
     knn_fit = fit_neighbour_blend(model, split)
     model_cfg = replace(model_cfg, knn_last=knn_fit["last"], knn_weight=knn_fit["weight"])
     model.cfg = model_cfg
-    offset_fit = fit_new_item_offset(TorchRanker(model), split, (model.counts == 0).cpu().numpy())
+    ranker = TorchRanker(model)
+    offset_fit = fit_new_item_offset(ranker, split, ranker.new)
     model_cfg = replace(model_cfg, new_item_offset=offset_fit.offset)
     model.cfg = model_cfg
     if cfg.final_fit:
