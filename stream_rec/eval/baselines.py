@@ -23,6 +23,23 @@ class MostPopular:
         return np.tile(self.counts, (len(histories), 1))
 
 
+def cooccurrence_cosine(
+    train: Sequence[Sequence[int]], n_items: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine similarity of user co-occurrence ([n_items, n_items] float32, 0 on the diagonal)
+    and the number of users per item."""
+    x = np.zeros((len(train), n_items), dtype=np.float32)
+    for u, seq in enumerate(train):
+        if len(seq):
+            x[u, np.asarray(seq, dtype=np.int64)] = 1.0
+    co = x.T @ x
+    users_per_item = np.diag(co).copy()
+    deg = np.sqrt(np.maximum(users_per_item, 1.0))
+    sim = co / deg[:, None] / deg[None, :]
+    np.fill_diagonal(sim, 0.0)
+    return sim, users_per_item
+
+
 class ItemKNN:
     """Cosine item-item similarity of user co-occurrence, summed over the last ``last`` items.
 
@@ -31,15 +48,9 @@ class ItemKNN:
     """
 
     def __init__(self, train: Sequence[Sequence[int]], n_items: int, last: int = 5) -> None:
-        x = np.zeros((len(train), n_items), dtype=np.float32)
-        for u, seq in enumerate(train):
-            x[u, np.asarray(seq, dtype=np.int64)] = 1.0
-        co = x.T @ x
-        deg = np.sqrt(np.maximum(np.diag(co), 1.0))
-        sim = co / deg[:, None] / deg[None, :]
-        np.fill_diagonal(sim, 0.0)
+        sim, users_per_item = cooccurrence_cosine(train, n_items)
         self.sim = sim.astype(np.float64)
-        pop = x.sum(axis=0).astype(np.float64)
+        pop = users_per_item.astype(np.float64)
         self.tiebreak = 1e-6 * pop / max(float(pop.max()), 1.0)
         self.last = last
 

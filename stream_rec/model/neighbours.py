@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stream_rec.eval.baselines import cooccurrence_cosine
+
 LASTS = (1, 3, 5)
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 FILE = "neighbours.npy"
@@ -44,14 +46,8 @@ class Neighbours:
 
     @classmethod
     def fit(cls, seqs: Sequence[Sequence[int]], n_items: int) -> Neighbours:
-        x = np.zeros((len(seqs), n_items), dtype=np.float32)
-        for u, seq in enumerate(seqs):
-            if len(seq):
-                x[u, np.asarray(seq, dtype=np.int64)] = 1.0
-        co = x.T @ x
-        deg = np.sqrt(np.maximum(np.diag(co), 1.0))
-        sim = co / deg[:, None] / deg[None, :]
-        np.fill_diagonal(sim, 0.0)
+        """The same similarity as the ItemKNN baseline, over the version's training sequences."""
+        sim, _ = cooccurrence_cosine(seqs, n_items)
         return cls(sim.astype(np.float32))
 
     def scores(self, histories: Sequence[Sequence[int]], last: int, n_items: int) -> np.ndarray:
