@@ -39,8 +39,12 @@ class ModelConfig:
     use_id: bool = True
     use_text: bool = True
     knn_last: int = 0
+    knn_decay: float = 1.0
     knn_weight: float = 0.0
-    """Blend of item neighbours over the last ``knn_last`` items (:mod:`neighbours`); 0 = off."""
+    trans_weight: float = 0.0
+    """Blend of item neighbours over the last ``knn_last`` items, each older one weighted
+    ``knn_decay`` times the next: co-occurrence ``knn_weight``, transitions ``trans_weight``
+    (:mod:`neighbours`); 0 = off."""
     new_item_offset: float = 0.0
     """Added to the score of every item without training interactions (fitted on validation,
     see :mod:`stream_rec.model.calibrate`); 0 = none."""

@@ -18,13 +18,12 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from stream_rec.model import registry
-from stream_rec.model.neighbours import Neighbours, served
+from stream_rec.model.neighbours import BlendParams, Neighbours
 from stream_rec.serving.scorer import CatalogItem, ScoredItem, ScoreRequest
 from stream_rec.settings import Settings
 
 Precision = Literal["auto", "fp32", "int8", "fp16"]
 REASON_WINDOW = 10
-PRODUCT_IN_ORT_FROM = 8  # users per call from which the catalogue product runs in ORT
 
 
 def cuda_available() -> bool:
@@ -49,21 +48,68 @@ def choose_providers(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def _product_model() -> bytes:
-    """``scores = users @ items_t`` as a one-node graph: the catalogue product then runs in
-    ONNX Runtime's thread pool beside the user tower, instead of numpy's BLAS pool, whose
-    threads keep spinning after a call and slowed the next user-tower run (two pools on two
-    cores: score_matrix took 71-87 ms where its parts summed to ~60 ms, batch 256)."""
+def serving_graph(parts: int) -> bytes:
+    """The served score as one ONNX graph, from user vectors to catalogue scores: the product
+    with the item matrix, the per-user standardisation, the ``parts`` neighbour parts (history
+    rows gathered from the stacked matrices, weighted by age and summed, standardised; a new
+    item's part is its two-tower part) and the new-item offset — what
+    :func:`stream_rec.model.train.served_scores` computes in torch, here in ONNX Runtime's
+    thread pool (in numpy, the gathers and standardisations of the blend cost more than the
+    user tower at batch 256).
+
+    Inputs: ``users`` [B, D], ``items_t`` [D, N], ``new`` [N] bool, ``offset`` [1]; with parts:
+    ``stacked`` [F, parts * N], ``idx`` [B, L] int64, ``age_w`` [B, L], ``weights`` [parts].
+    Output: ``scores`` [B, N]."""
     from onnx import TensorProto, helper
 
-    def value(name: str, shape: list[str]) -> Any:
-        return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+    f32 = TensorProto.FLOAT
+    nodes: list[Any] = []
+    inits = [
+        helper.make_tensor("eps", f32, [], [1e-9]),
+        helper.make_tensor("ax1", TensorProto.INT64, [1], [1]),
+    ]
 
+    def node(op: str, inputs: list[str], out: str, **attrs: Any) -> str:
+        nodes.append(helper.make_node(op, inputs, [out], **attrs))
+        return out
+
+    def standardise(x: str) -> str:
+        d = node("Sub", [x, node("ReduceMean", [x], f"{x}_mean", axes=[-1])], f"{x}_d")
+        var = node("ReduceMean", [node("Mul", [d, d], f"{x}_d2")], f"{x}_var", axes=[-1])
+        std = node("Max", [node("Sqrt", [var], f"{x}_std0"), "eps"], f"{x}_std")
+        return node("Div", [d, std], f"{x}_z")
+
+    def value(name: str, elem: int, shape: list[Any]) -> Any:
+        return helper.make_tensor_value_info(name, elem, shape)
+
+    inputs = [
+        value("users", f32, ["batch", "dim"]),
+        value("items_t", f32, ["dim", "items"]),
+        value("new", TensorProto.BOOL, ["items"]),
+        value("offset", f32, [1]),
+    ]
+    base = standardise(node("MatMul", ["users", "items_t"], "raw"))
+    out = base
+    if parts:
+        inputs += [
+            value("stacked", f32, ["fitted", "parts_items"]),
+            value("idx", TensorProto.INT64, ["batch", "last"]),
+            value("age_w", f32, ["batch", "last"]),
+            value("weights", f32, [parts]),
+        ]
+        inits.append(helper.make_tensor("shape3", TensorProto.INT64, [3], [0, parts, -1]))
+        inits.append(helper.make_tensor("wshape", TensorProto.INT64, [3], [1, parts, 1]))
+        rows = node("Gather", ["stacked", "idx"], "rows", axis=0)  # [B, L, parts * N]
+        near = node("MatMul", [node("Unsqueeze", ["age_w", "ax1"], "w3"), rows], "near")
+        z = standardise(node("Reshape", [near, "shape3"], "near3"))  # [B, parts, N]
+        z = node("Where", ["new", node("Unsqueeze", [base, "ax1"], "base3"), z], "z_new")
+        w = node("Reshape", ["weights", "wshape"], "w_parts")
+        add = node("ReduceSum", [node("Mul", [z, w], "zw"), "ax1"], "blend", keepdims=0)
+        out = node("Add", [base, add], "blended")
+    bump = node("Mul", [node("Cast", ["new"], "new_f", to=f32), "offset"], "bump")
+    node("Add", [out, bump], "scores")
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["users", "items_t"], ["scores"])],
-        "catalogue_scores",
-        [value("users", ["batch", "dim"]), value("items_t", ["dim", "items"])],
-        [value("scores", ["batch", "items"])],
+        nodes, "served_scores", inputs, [value("scores", f32, ["batch", "items"])], inits
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     return bytes(model.SerializeToString())
@@ -124,7 +170,7 @@ class OnnxScorer:
 
         self.user_sess = _session(model_file("user_tower"), self.providers, fp16, threads)
         self.head_sess = _session(self.dir / "item_head.onnx", self.providers, False, threads)
-        self.product_sess = _session(_product_model(), self.providers, False, threads)
+        self._serve_sess: dict[int, Any] = {}
         self._text_sess: Any = None
         self._text_file = model_file("text_encoder")
         self._threads = threads
@@ -153,12 +199,9 @@ class OnnxScorer:
         self.new_item_offset = float(
             cfg["model"].get("new_item_offset", 0.0) if offset is None else offset
         )
-        self._norm_items, self._items_t, self._new = self._derived(self.items, self.id_part)
         self.neighbours = Neighbours.load(self.dir)
-        self.knn_last = int(cfg["model"].get("knn_last", 0))
-        self.knn_weight = float(cfg["model"].get("knn_weight", 0.0))
-        if self.neighbours is None:
-            self.knn_weight = 0.0
+        self._norm_items, self._items_t, self._new = self._derived(self.items, self.id_part)
+        self.set_blend(BlendParams.from_config(cfg["model"]))
 
     # --- loading -------------------------------------------------------------------------
     @classmethod
@@ -240,6 +283,7 @@ class OnnxScorer:
             self.item_ids, self.titles, self.index = ids, titles, index
             self.items, self.id_part, self.pop_score = mat, idp, pop
             self._norm_items, self._items_t, self._new = self._derived(mat, idp)
+            self._stacked = self._stack(len(ids))
 
     def observe(self, user_id: str, history: Sequence[str], item_id: str, event: str) -> None:
         """Frozen model: learning happens in the trainer service, not here."""
@@ -261,38 +305,63 @@ class OnnxScorer:
         with self._lock:
             return _Catalogue(
                 self.items, self.item_ids, self.titles, self.index, self.pop_score,
-                self._norm_items, self._items_t, self._new,
+                self._norm_items, self._items_t, self._new, self.blend, self._stacked,
+                self._weights,
             )  # fmt: skip
+
+    def set_blend(self, params: BlendParams) -> None:
+        """The neighbour blend of the served score (at load: the version's config; off when
+        the version has no neighbour matrices)."""
+        nb = self.neighbours
+        mats, weights = nb.matrices(params) if nb is not None and params.on else ([], [])
+        with self._lock:
+            self.blend = params if mats else BlendParams()
+            self._mats = mats
+            self._weights = np.asarray(weights, dtype=np.float32)
+            self._stacked = self._stack(len(self.item_ids))
+
+    def _stack(self, n_items: int) -> np.ndarray | None:
+        """The blend's matrices side by side, padded to the catalogue (None: no blend)."""
+        if not self._mats or self.neighbours is None:
+            return None
+        return self.neighbours.stacked(self._mats, n_items)
 
     def score_matrix(
         self, histories: Sequence[Sequence[str]], cat: _Catalogue | None = None
     ) -> np.ndarray:
-        """Raw scores of every catalogue item for each raw-id history (empty = popularity)."""
+        """Served scores of every catalogue item for each raw-id history (empty =
+        popularity)."""
         cat = cat or self._snapshot()
         where = cat.where
         idx = [[where[i] for i in h if i in where][-self.max_len :] for h in histories]
         rows = [r for r, h in enumerate(idx) if h]
         if len(rows) == len(idx):  # the usual case: every user has a history
-            return self._serve(self._product(self.user_vectors(idx, cat.items), cat), idx, cat)
+            return self._served(self.user_vectors(idx, cat.items), idx, cat)
         scores = np.tile(cat.pop, (len(idx), 1))
         if rows:
             users = self.user_vectors([idx[r] for r in rows], cat.items)
-            scores[rows] = self._serve(self._product(users, cat), [idx[r] for r in rows], cat)
+            scores[rows] = self._served(users, [idx[r] for r in rows], cat)
         return scores
 
-    def _serve(self, raw: np.ndarray, idx: Sequence[Sequence[int]], cat: _Catalogue) -> np.ndarray:
-        """Raw two-tower scores → served scores (:func:`stream_rec.model.neighbours.served`)."""
-        return served(
-            raw, idx, self.neighbours, self.knn_last, self.knn_weight, cat.new,
-            self.new_item_offset,
-        )  # fmt: skip
-
-    def _product(self, users: np.ndarray, cat: _Catalogue) -> np.ndarray:
-        scores: np.ndarray
-        if len(users) < PRODUCT_IN_ORT_FROM:  # a few rows: a single-threaded BLAS call is
-            scores = users @ cat.items_t  # cheaper than one more session run
-        else:
-            scores = self.product_sess.run(None, {"users": users, "items_t": cat.items_t})[0]
+    def _served(
+        self, users: np.ndarray, idx: Sequence[Sequence[int]], cat: _Catalogue
+    ) -> np.ndarray:
+        """User vectors → served scores, in the serving graph (:func:`serving_graph`)."""
+        parts = 0 if cat.stacked is None else len(cat.weights)
+        sess = self._serve_sess.get(parts)
+        if sess is None:
+            sess = _session(serving_graph(parts), self.providers, False, self._threads)
+            self._serve_sess[parts] = sess
+        feeds = {
+            "users": users,
+            "items_t": cat.items_t,
+            "new": cat.new,
+            "offset": np.array([self.new_item_offset], dtype=np.float32),
+        }
+        if parts and self.neighbours is not None and cat.stacked is not None:
+            rows, age_w = self.neighbours.recent(idx, cat.blend.last, cat.blend.decay)
+            feeds |= {"stacked": cat.stacked, "idx": rows, "age_w": age_w, "weights": cat.weights}
+        scores: np.ndarray = sess.run(None, feeds)[0]
         return scores
 
     def score(self, requests: Sequence[ScoreRequest], k: int) -> list[list[ScoredItem]]:
@@ -335,3 +404,6 @@ class _Catalogue(NamedTuple):
     norm: np.ndarray
     items_t: np.ndarray
     new: np.ndarray
+    blend: BlendParams
+    stacked: np.ndarray | None
+    weights: np.ndarray

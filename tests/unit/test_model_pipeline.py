@@ -12,6 +12,7 @@ import torch
 from stream_rec.eval.protocol import evaluate, make_split
 from stream_rec.model import registry
 from stream_rec.model.export import ParityError, check_parity, export_version, load_torch_model
+from stream_rec.model.neighbours import BlendParams
 from stream_rec.model.net import ModelConfig
 from stream_rec.model.runtime import OnnxScorer, choose_providers
 from stream_rec.model.train import TorchRanker, TrainConfig, train
@@ -88,8 +89,7 @@ def test_runtime_matches_torch_ranking(exported_version: Path, trained_planted) 
     split, _ = trained_planted
     model = load_torch_model(exported_version)
     scorer = OnnxScorer.load(exported_version, load_settings(device="cpu"))
-    # 5 users: the catalogue product in numpy; 20: in ONNX Runtime (PRODUCT_IN_ORT_FROM)
-    for n in (5, 20):
+    for n in (1, 5, 20):
         hists = [split.history(u, "test") for u in range(n)]
         want = TorchRanker(model).score(hists)
         got = scorer.score_matrix([[split.item_ids[i] for i in h] for h in hists])
@@ -109,7 +109,9 @@ def test_new_item_offset_lifts_new_items(exported_version: Path, trained_planted
     hists = [split.history(u, "test") for u in range(20)]
     raw = [[split.item_ids[i] for i in h] for h in hists]
     # the offset alone (the neighbour blend, if the version has one, rescales every score)
-    base.knn_weight = bumped.knn_weight = model.cfg.knn_weight = 0.0
+    base.set_blend(BlendParams())
+    bumped.set_blend(BlendParams())
+    model.cfg.knn_weight = model.cfg.trans_weight = 0.0
     # the version's torch model with the same offset agrees (no interactions = no ID part)
     model.cfg.new_item_offset = 3.0
     assert np.abs(bumped.score_matrix(raw) - TorchRanker(model).score(hists)).max() <= 1e-4
@@ -229,10 +231,10 @@ def test_finetune_incremental_publishes_merged_version(
     # the serving blend travels with the fine-tuned version
     parent_cfg = json.loads((exported_version / "config.json").read_text())["model"]
     new_cfg = json.loads((new_dir / "config.json").read_text())["model"]
-    for key in ("knn_last", "knn_weight", "new_item_offset"):
+    for key in ("knn_last", "knn_decay", "knn_weight", "trans_weight", "new_item_offset"):
         assert new_cfg[key] == parent_cfg[key]
     for version in (exported_version, new_dir):
-        assert (version / "neighbours.npy").is_file()
+        assert (version / "neighbours.npy").is_file() and (version / "transitions.npy").is_file()
     # a gate that never passes publishes nothing
     assert (
         finetune_incremental(

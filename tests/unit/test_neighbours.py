@@ -7,11 +7,13 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
 from stream_rec.model.export import load_torch_model
-from stream_rec.model.neighbours import WEIGHTS, Neighbours, blend, standardise
-from stream_rec.model.runtime import OnnxScorer
-from stream_rec.model.train import TorchRanker
+from stream_rec.model.neighbours import TRANS_FILE, TRANS_WEIGHTS, WEIGHTS, BlendParams, Neighbours
+from stream_rec.model.runtime import OnnxScorer, serving_graph
+from stream_rec.model.train import TorchRanker, neighbour_parts, served_scores
 from stream_rec.settings import load_settings
 
 SEQS = [[0, 1], [0, 1, 2], [2, 3]]
@@ -26,28 +28,89 @@ def test_fit_is_cosine_of_user_cooccurrence() -> None:
     assert np.allclose(nb.sim, want)
 
 
-def test_scores_sum_the_rows_of_the_last_items() -> None:
+def test_transitions_are_directed_and_decay_with_distance() -> None:
+    t = Neighbours.fit(SEQS, 4).trans
+    assert t is not None
+    # pairs one step apart: 0→1 twice, 1→2, 2→3; two steps apart (weight 1/2): 0→2.
+    # Divided by sqrt((n_a + 1)(n_b + 1)) with counts 2, 2, 2, 1.
+    want = np.zeros((4, 4))
+    want[0, 1], want[1, 2], want[0, 2] = 2 / 3, 1 / 3, 0.5 / 3
+    want[2, 3] = 1 / np.sqrt(6)
+    assert np.allclose(t, want)
+
+
+def parts(nb: Neighbours, hists: list[list[int]], last: int, decay: float, n: int) -> np.ndarray:
+    idx, w = nb.recent(hists, last, decay)
+    assert nb.trans is not None
+    stacked = torch.from_numpy(nb.stacked([nb.sim, nb.trans], n))
+    return neighbour_parts(stacked, idx, w, n).numpy()
+
+
+def test_parts_sum_the_rows_of_the_last_items_decayed_by_age() -> None:
     nb = Neighbours.fit(SEQS, 4)
-    got = nb.scores([[3, 0, 1], [3], [], [5, 4]], last=2, n_items=6)
-    assert got.shape == (4, 6)
-    assert np.allclose(got[0], [1, 1, 1, 0, 0, 0])  # rows of 0 and 1; item 3 is older
-    assert np.allclose(got[1], [0, 0, 1 / np.sqrt(2), 0, 0, 0])
+    got = parts(nb, [[3, 0, 1], [3], [], [5, 4]], last=2, decay=1.0, n=6)
+    assert got.shape == (4, 2, 6)
+    sim, trans = got[:, 0], got[:, 1]
+    assert np.allclose(trans[0], [0, 2 / 3, 1 / 2, 0, 0, 0])  # directed: nothing back to 0
+    assert np.allclose(sim[0], [1, 1, 1, 0, 0, 0])  # rows of 0 and 1; item 3 is older
+    assert np.allclose(sim[1], [0, 0, 1 / np.sqrt(2), 0, 0, 0])
     assert not got[2].any() and not got[3].any()  # no history; items added after the fit
+    got = parts(nb, [[3, 0, 1]], last=2, decay=0.5, n=4)
+    assert np.allclose(got[0, 0], [1, 0.5, 0.75, 0])  # row of 1 + half the row of 0
+    assert np.allclose(got[0, 1], [0, 1 / 3, 1 / 3 + 0.5 * 0.5 / 3, 0])
 
 
-def test_blend_standardises_both_parts() -> None:
-    tower = np.array([[10.0, 20.0, 30.0, 40.0]], dtype=np.float32)
-    near = np.array([[3.0, 0.0, 0.0, 0.0]], dtype=np.float32)
-    z = standardise(tower)
-    assert np.array_equal(blend(tower, near, 0.0), z) and np.array_equal(blend(tower, None, 1), z)
-    assert np.allclose(z.mean(), 0.0, atol=1e-6) and np.allclose(z.std(), 1.0, atol=1e-5)
-    assert int(np.argmax(blend(tower, near, 0.25))) == 3  # a small weight keeps the order
-    assert int(np.argmax(blend(tower, near, 2.0))) == 0  # a large one lets neighbours win
-    # a new item has no co-occurrence evidence: its neighbour part is its two-tower part
-    new = np.array([False, False, False, True])
-    got = blend(tower, near, 1.0, new)
-    assert np.isclose(got[0, 3], 2 * z[0, 3])
-    assert np.isclose(got[0, 0], blend(tower, near, 1.0)[0, 0])
+def z(x: np.ndarray) -> np.ndarray:
+    return np.asarray((x - x.mean(-1, keepdims=True)) / x.std(-1, keepdims=True))
+
+
+def test_served_score_standardises_every_part() -> None:
+    tower = torch.tensor([[10.0, 20.0, 30.0, 40.0]])
+    near = torch.tensor([[[3.0, 0.0, 0.0, 0.0], [0.0, 0.0, 5.0, 0.0]]])
+    old = torch.zeros(4, dtype=torch.bool)
+
+    def served(w: list[float], new: torch.Tensor = old, offset: float = 0.0) -> np.ndarray:
+        return served_scores(tower, near, torch.tensor(w), new, offset).numpy()
+
+    base = z(tower.numpy())
+    assert np.allclose(served([0.0, 0.0]), base, atol=1e-6)
+    assert np.allclose(served_scores(tower, None, torch.zeros(0), old, 0.0).numpy(), base)
+    assert np.allclose(base.std(), 1.0, atol=1e-5)
+    assert int(np.argmax(served([0.25, 0.0]))) == 3  # a small weight keeps the order
+    assert int(np.argmax(served([2.0, 0.0]))) == 0  # a large one lets neighbours win
+    n = near.numpy()[0]
+    assert np.allclose(served([0.5, 0.25]), base + 0.5 * z(n[0]) + 0.25 * z(n[1]), atol=1e-6)
+    # a new item has no co-occurrence evidence: its neighbour parts are its two-tower part
+    new = torch.tensor([False, False, False, True])
+    got = served([1.0, 0.5], new)
+    assert np.isclose(got[0, 3], 2.5 * base[0, 3])
+    assert np.isclose(got[0, 0], served([1.0, 0.5])[0, 0])
+    assert np.allclose(served([1.0, 0.5], new, 0.7) - got, [0, 0, 0, 0.7], atol=1e-6)
+
+
+@pytest.mark.parametrize("n_parts", [0, 1, 2])
+def test_serving_graph_computes_the_torch_served_score(n_parts: int) -> None:
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(n_parts)
+    b, d, n, fitted, last = 5, 8, 30, 25, 4  # 5 items added after the neighbour fit
+    users = rng.normal(size=(b, d)).astype(np.float32)
+    items_t = rng.normal(size=(d, n)).astype(np.float32)
+    new = np.arange(n) >= fitted
+    stacked = rng.random((fitted, n_parts * n), dtype=np.float32)
+    idx = rng.integers(0, fitted, (b, last))
+    age_w = (0.7 ** np.arange(last) * np.ones((b, 1))).astype(np.float32)
+    age_w[0, 2:] = 0.0  # a short history
+    weights = np.array([0.5, 0.25][:n_parts], dtype=np.float32)
+    feeds = {"users": users, "items_t": items_t, "new": new, "offset": np.array([0.3], np.float32)}
+    if n_parts:
+        feeds |= {"stacked": stacked, "idx": idx, "age_w": age_w, "weights": weights}
+    sess = ort.InferenceSession(serving_graph(n_parts), providers=["CPUExecutionProvider"])
+    got = sess.run(None, feeds)[0]
+    raw = torch.from_numpy(users @ items_t)
+    near = neighbour_parts(torch.from_numpy(stacked), idx, age_w, n) if n_parts else None
+    want = served_scores(raw, near, torch.from_numpy(weights), torch.from_numpy(new), 0.3)
+    assert got.shape == (b, n) and np.abs(got - want.numpy()).max() <= 1e-4
 
 
 def test_save_and_load(tmp_path: Path) -> None:
@@ -55,18 +118,31 @@ def test_save_and_load(tmp_path: Path) -> None:
     nb.save(tmp_path)
     back = Neighbours.load(tmp_path)
     assert back is not None and np.array_equal(back.sim, nb.sim)
+    assert back.trans is not None and nb.trans is not None
+    assert np.array_equal(back.trans, nb.trans)
     assert Neighbours.load(tmp_path / "missing") is None
+    (tmp_path / TRANS_FILE).unlink()  # a version written before the transition part
+    old = Neighbours.load(tmp_path)
+    assert old is not None and old.trans is None
+    assert BlendParams.from_config({"knn_last": 3, "knn_weight": 0.5}) == (3, 1.0, 0.5, 0.0)
 
 
 def test_training_picks_the_blend_on_validation(trained_planted) -> None:  # type: ignore[no-untyped-def]
     _, result = trained_planted
     fit = result.neighbour_blend
-    assert fit["weight"] in WEIGHTS and len(fit["table"]) == 1 + 3 * (len(WEIGHTS) - 1)
+    assert fit["weight"] in WEIGHTS and fit["trans_weight"] in TRANS_WEIGHTS
+    assert len(fit["table"]) == 1 + 3 * (len(WEIGHTS) * len(TRANS_WEIGHTS) - 1)
     best = max(r["valid_ndcg10"] for r in fit["table"])
-    chosen = [r for r in fit["table"] if r["weight"] == fit["weight"]]
+    keys = ("weight", "trans_weight")
+    chosen = [r for r in fit["table"] if all(r[k] == fit[k] for k in keys)]
     assert max(r["valid_ndcg10"] for r in chosen) == best
     assert result.model.neighbours is not None
-    assert result.model.cfg.knn_weight == fit["weight"]
+    cfg = result.model.cfg
+    assert (cfg.knn_weight, cfg.trans_weight, cfg.knn_decay) == (
+        fit["weight"],
+        fit["trans_weight"],
+        fit["decay"],
+    )
 
 
 def test_runtime_blend_matches_torch(exported_version: Path, trained_planted, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -76,14 +152,16 @@ def test_runtime_blend_matches_torch(exported_version: Path, trained_planted, tm
     Neighbours.fit(split.training_sequences(True), len(split.item_ids)).save(version)
     cfg_file = version / "config.json"
     cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-    cfg["model"].update(knn_last=3, knn_weight=0.5)
+    blend_cfg = {"knn_last": 3, "knn_decay": 0.7, "knn_weight": 0.5, "trans_weight": 0.4}
+    cfg["model"].update(blend_cfg)
     cfg_file.write_text(json.dumps(cfg), encoding="utf-8")
     blended = OnnxScorer(version, load_settings(device="cpu"), verify=False)
     plain = OnnxScorer(exported_version, load_settings(device="cpu"))
     model = load_torch_model(version)
     assert model.neighbours is not None
-    model.cfg.knn_last, model.cfg.knn_weight = 3, 0.5
-    for n in (5, 20):  # both catalogue-product paths
+    for key, value in blend_cfg.items():
+        setattr(model.cfg, key, value)
+    for n in (1, 5, 20):
         hists = [split.history(u, "test") for u in range(n)]
         raw = [[split.item_ids[i] for i in h] for h in hists]
         got = blended.score_matrix(raw)
