@@ -282,8 +282,16 @@ def fit_neighbour_blend(
 ) -> dict[str, Any]:
     """Pick the blend (:mod:`stream_rec.model.neighbours`) on the validation targets: the grid
     point of (last, decay) × co-occurrence weight × transition weight with the best NDCG@10
-    (both weights 0 = the two-tower score alone). ``model.neighbours`` must be fitted."""
+    (both weights 0 = the two-tower score alone). ``model.neighbours`` must be fitted.
+
+    When at least ``calibrate.MIN_USERS`` validation targets are new items (no training
+    interactions), the objective is the mean of NDCG@10 over users with a new-item target and
+    over the others: new items then count as much as warm ones. Measured on the 10 % cold split:
+    the blend that is best for warm users (transitions over the last 10 items) pushes new items
+    out of the top 10 (cold HR@10 0.04 against 0.11 with co-occurrence over the last 5), and no
+    new-item offset or imputation tried won that back without losing the warm gain."""
     from stream_rec.eval.protocol import ndcg_gains, stage_scores, target_ranks
+    from stream_rec.model.calibrate import MIN_USERS
 
     nb = model.neighbours
     assert nb is not None  # noqa: S101
@@ -293,6 +301,8 @@ def fit_neighbour_blend(
     mats = [m for m in (nb.sim, nb.trans) if m is not None]
     stacked = torch.from_numpy(nb.stacked(mats, model.n_items))
     new = torch.from_numpy(plain.new)
+    new_target = plain.new[targets]
+    balanced = int(new_target.sum()) >= MIN_USERS
     table: list[dict[str, float]] = []
     for last, decay in lasts:
         idx, w = nb.recent(hists, last, decay)
@@ -308,12 +318,24 @@ def fit_neighbour_blend(
                 ws = torch.tensor([weight, trans_weight][: len(mats)])
                 s = served_scores(raw, parts, ws, new, 0.0).numpy()
                 s = np.where(seen, -np.inf, s)
-                ndcg = float(ndcg_gains(target_ranks(s, targets)).mean())
-                table.append(
-                    {"last": last, "decay": decay, "weight": weight,
-                     "trans_weight": trans_weight, "valid_ndcg10": ndcg}
-                )  # fmt: skip
-    best = max(table, key=lambda r: r["valid_ndcg10"])
+                gains = ndcg_gains(target_ranks(s, targets))
+                row = {
+                    "last": last,
+                    "decay": decay,
+                    "weight": weight,
+                    "trans_weight": trans_weight,
+                    "valid_ndcg10": float(gains.mean()),
+                }
+                if balanced:
+                    row["valid_ndcg10_new_targets"] = float(gains[new_target].mean())
+                    row["valid_ndcg10_warm_targets"] = float(gains[~new_target].mean())
+                row["objective"] = (
+                    0.5 * (row["valid_ndcg10_new_targets"] + row["valid_ndcg10_warm_targets"])
+                    if balanced
+                    else row["valid_ndcg10"]
+                )
+                table.append(row)
+    best = max(table, key=lambda r: r["objective"])
     on = bool(best["weight"] or best["trans_weight"])
     chosen = {
         "last": int(best["last"]) if on else 0,
@@ -321,7 +343,7 @@ def fit_neighbour_blend(
         "weight": float(best["weight"]),
         "trans_weight": float(best["trans_weight"]),
     }
-    return {**chosen, "table": table}
+    return {**chosen, "new_targets": int(new_target.sum()), "balanced": balanced, "table": table}
 
 
 def train(
