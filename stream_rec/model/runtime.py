@@ -314,6 +314,7 @@ class OnnxScorer:
         the version has no neighbour matrices)."""
         nb = self.neighbours
         mats, weights = nb.matrices(params) if nb is not None and params.on else ([], [])
+        self._serving_session(len(mats))  # built here, not on the first scoring call
         with self._lock:
             self.blend = params if mats else BlendParams()
             self._mats = mats
@@ -343,15 +344,21 @@ class OnnxScorer:
             scores[rows] = self._served(users, [idx[r] for r in rows], cat)
         return scores
 
+    def _serving_session(self, parts: int) -> Any:
+        """The ORT session of :func:`serving_graph` with ``parts`` neighbour parts (one per
+        graph shape, kept for the scorer's life)."""
+        sess = self._serve_sess.get(parts)
+        if sess is None:
+            sess = _session(serving_graph(parts), self.providers, False, self._threads)
+            self._serve_sess[parts] = sess
+        return sess
+
     def _served(
         self, users: np.ndarray, idx: Sequence[Sequence[int]], cat: _Catalogue
     ) -> np.ndarray:
         """User vectors → served scores, in the serving graph (:func:`serving_graph`)."""
         parts = 0 if cat.stacked is None else len(cat.weights)
-        sess = self._serve_sess.get(parts)
-        if sess is None:
-            sess = _session(serving_graph(parts), self.providers, False, self._threads)
-            self._serve_sess[parts] = sess
+        sess = self._serving_session(parts)
         feeds = {
             "users": users,
             "items_t": cat.items_t,
