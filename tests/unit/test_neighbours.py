@@ -95,29 +95,61 @@ def test_served_score_standardises_every_part() -> None:
     assert np.allclose(served([1.0, 0.5], new, 0.7) - got, [0, 0, 0, 0.7], atol=1e-6)
 
 
+def _sum_tower() -> object:
+    """A stand-in user tower for the graph test: the sum of the history's item vectors."""
+    from onnx import TensorProto, helper
+
+    f32 = TensorProto.FLOAT
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["item_vectors", "one"], ["user_vector"], keepdims=0)],
+        "sum_tower",
+        [
+            helper.make_tensor_value_info("item_vectors", f32, ["b", "t", "d"]),
+            helper.make_tensor_value_info("mask", f32, ["b", "t"]),
+        ],
+        [helper.make_tensor_value_info("user_vector", f32, ["b", "d"])],
+        [helper.make_tensor("one", TensorProto.INT64, [1], [1])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
 @pytest.mark.parametrize("n_parts", [0, 1, 2])
 def test_serving_graph_computes_the_torch_served_score(n_parts: int) -> None:
     import onnxruntime as ort
 
     rng = np.random.default_rng(n_parts)
-    b, d, n, fitted, last = 5, 8, 30, 25, 4  # 5 items added after the neighbour fit
-    users = rng.normal(size=(b, d)).astype(np.float32)
-    items_t = rng.normal(size=(d, n)).astype(np.float32)
+    d, n, fitted, last = 8, 30, 25, 4  # 5 items added after the neighbour fit
+    items = rng.normal(size=(n, d)).astype(np.float32)
     new = np.arange(n) >= fitted
     stacked = rng.random((fitted, n_parts * n), dtype=np.float32)
-    idx = rng.integers(0, fitted, (b, last))
-    age_w = (0.7 ** np.arange(last) * np.ones((b, 1))).astype(np.float32)
-    age_w[0, 2:] = 0.0  # a short history
+    # long, short (padded) and one-item histories; some hold items without a neighbour row
+    hists = [rng.choice(n, 7, replace=False).tolist() for _ in range(4)] + [[3, 27], [fitted + 1]]
+    width = 7
+    hist = np.full((len(hists), width), -1, dtype=np.int64)
+    for r, h in enumerate(hists):
+        hist[r, width - len(h) :] = h
     weights = np.array([0.5, 0.25][:n_parts], dtype=np.float32)
-    feeds = {"users": users, "items_t": items_t, "new": new, "offset": np.array([0.3], np.float32)}
+    feeds = {
+        "hist": hist,
+        "items": items,
+        "items_t": np.ascontiguousarray(items.T),
+        "new": new,
+        "offset": np.array([0.3], np.float32),
+    }
     if n_parts:
-        feeds |= {"stacked": stacked, "idx": idx, "age_w": age_w, "weights": weights}
-    sess = ort.InferenceSession(serving_graph(n_parts), providers=["CPUExecutionProvider"])
+        age_w = (0.7 ** np.arange(last - 1, -1, -1)).astype(np.float32)
+        feeds |= {"stacked": stacked, "age_w": age_w, "weights": weights}
+    graph = serving_graph(_sum_tower(), n_parts, last)
+    sess = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
     got = sess.run(None, feeds)[0]
-    raw = torch.from_numpy(users @ items_t)
-    near = neighbour_parts(torch.from_numpy(stacked), idx, age_w, n) if n_parts else None
+    users = np.stack([items[h].sum(axis=0) for h in hists])
+    raw = torch.from_numpy(users @ items.T)
+    near = None
+    if n_parts:
+        idx, w = Neighbours(np.zeros((fitted, fitted), np.float32)).recent(hists, last, 0.7)
+        near = neighbour_parts(torch.from_numpy(stacked), idx, w, n)
     want = served_scores(raw, near, torch.from_numpy(weights), torch.from_numpy(new), 0.3)
-    assert got.shape == (b, n) and np.abs(got - want.numpy()).max() <= 1e-4
+    assert got.shape == (len(hists), n) and np.abs(got - want.numpy()).max() <= 1e-4
 
 
 def test_save_and_load(tmp_path: Path) -> None:
