@@ -116,6 +116,29 @@ class Settings(BaseSettings):
         "unreachable) exits at once; uncommitted events are re-processed by the next owner.",
     )
 
+    # --- feedback signals (per user, applied at once) ------------------------------------------
+    feedback_signals: bool = Field(
+        True,
+        description="Adjust a user's next recommendations from that user's feedback the moment "
+        "it arrives (stream_rec.core.signals): liked items up, ignored items down, dismissed "
+        "items out. Off = recommendations depend on behaviour and the model alone.",
+    )
+    feedback_boost: float = Field(
+        2.0, ge=0, le=100, description="Liked, not yet consumed items: + this x score spread."
+    )
+    impression_discount: float = Field(
+        0.25,
+        ge=0,
+        le=100,
+        description="Per time an item was shown without a click: - this x score spread.",
+    )
+    feedback_signal_ttl_s: float = Field(
+        3600.0, gt=0, description="How long one feedback signal lasts after its newest event."
+    )
+    feedback_signal_items: int = Field(
+        200, ge=1, le=10000, description="Items kept per user and signal kind (newest first)."
+    )
+
     # --- learning loop -----------------------------------------------------------------------
     rec_context_ttl_s: float = Field(
         3600.0, gt=0, description="How long a recommendation can be joined to its feedback."

@@ -2,7 +2,8 @@
 
 Per micro-batch (``take_events(batch_size, within=linger)``): each event is decoded and
 validated (invalid → dead letters), applied to its user's session in the ``sessions`` table
-(a ``forget`` event or a tombstone deletes it), then the whole batch is scored in the scoring
+(a ``forget`` event or a tombstone deletes it) and to its feedback signals (the ``signals``
+table: :mod:`stream_rec.core.signals`), then the whole batch is scored in the scoring
 thread so the event loop keeps heartbeating, and one recommendation per valid event is sent,
 keyed by user. Events are acked after their recommendations are handed to the producer, and
 Faust flushes the producer before it commits offsets: at-least-once. ``rec_id`` is derived from
@@ -15,17 +16,16 @@ import asyncio
 import logging
 import time
 import uuid
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgpack
-from faust.streams import _current_event as _current_event_var
 
-from stream_rec.agents.common import limits, send_dead_letter
+from stream_rec.agents.common import limits, make_current, send_dead_letter
 from stream_rec.core.context import example, label_of, remember
 from stream_rec.core.session import Session, apply_event, decode_session, encode_session
+from stream_rec.core.signals import adjustments, decode_signals
 from stream_rec.schemas import Behavior, InvalidEvent, RecItem, Recommendation, encode
 from stream_rec.serving.scorer import ScoredItem, Scorer, ScoreRequest
 
@@ -75,12 +75,14 @@ def register(pipeline: Pipeline) -> None:
     )
     sessions = pipeline.tables.sessions
     rec_context = pipeline.tables.rec_context
+    signals = pipeline.tables.signals
     lim = limits(pipeline)
 
     async def forget(key: bytes) -> None:
         """Delete the user's state everywhere (changelog tombstones) and tell the trainer."""
         sessions.pop(key, None)
         rec_context.pop(key, None)
+        signals.pop(key, None)
         await examples_topic.send(key=key, value=forget_marker(key.decode(errors="replace")))
         metrics.forgets.inc()
 
@@ -117,11 +119,18 @@ def register(pipeline: Pipeline) -> None:
                          "behavior")  # fmt: skip
             await examples_topic.send(key=key, value=msgpack.packb(ex, use_bin_type=True))
         msg = event.message
+        exclude, adjust = frozenset(after["seen"]), dict[str, float]()
+        if settings.feedback_signals and (raw := signals.get(key)) is not None:
+            adjust, dismissed = adjustments(
+                decode_signals(raw), time.time(), ttl_s=settings.feedback_signal_ttl_s,
+                boost=settings.feedback_boost, discount=settings.impression_discount,
+            )  # fmt: skip
+            exclude |= dismissed
         return Job(
             key=key,
             event=ev,
             before=before["items"],
-            request=ScoreRequest(ev.user_id, after["items"], frozenset(after["seen"])),
+            request=ScoreRequest(ev.user_id, after["items"], exclude, adjust),
             rec_id=rec_id_for(msg.topic, msg.partition, msg.offset),
             source=event,
         )
@@ -133,7 +142,7 @@ def register(pipeline: Pipeline) -> None:
         async for events in stream.take_events(settings.batch_size, within=within):
             jobs: list[Job] = []
             for event in events:
-                _make_current(event)
+                make_current(event)
                 try:
                     job = await handle(stream, event)
                 except Exception as exc:  # noqa: BLE001 - a bug must not stop the stream
@@ -172,7 +181,7 @@ def register(pipeline: Pipeline) -> None:
                     emitted_ts=now,
                 )
                 await recs_topic.send(key=job.key, value=encode(rec, settings.output_codec))
-                _make_current(job.source)  # the context lands on the user's partition
+                make_current(job.source)  # the context lands on the user's partition
                 rec_context[job.key] = remember(
                     rec_context.get(job.key), job.rec_id, now, job.request.history,
                     [i.item_id for i in items], max_recs=settings.rec_context_per_user,
@@ -185,17 +194,6 @@ def register(pipeline: Pipeline) -> None:
 def forget_marker(user_id: str) -> bytes:
     """Tells the trainer to drop the user's pending examples (msgpack, internal topic)."""
     return bytes(msgpack.packb({"forget": user_id}, use_bin_type=True))
-
-
-def _make_current(event: Any) -> None:
-    """Make ``event`` Faust's current event in this task only.
-
-    Table reads/writes use the current event's partition (RocksDB shard and changelog
-    partition), and after ``take_events`` it is the batch's last event. Only the task-local
-    context variable is set: the stream's own ``current_event`` attribute belongs to the
-    buffering task and must not be touched.
-    """
-    _current_event_var.set(weakref.ref(event))
 
 
 def decode_behavior_checked(raw: bytes, key: bytes | None, lim: dict[str, Any]) -> Behavior:

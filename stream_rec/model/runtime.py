@@ -422,6 +422,11 @@ class OnnxScorer:
         results: list[list[ScoredItem]] = []
         for row, req in enumerate(requests):
             s = scores[row]
+            if req.adjust:  # feedback signals, in units of this user's score spread
+                at = [(cat.where[i], a) for i, a in req.adjust.items() if i in cat.where]
+                if at:
+                    cols, by = zip(*at, strict=True)
+                    s[np.asarray(cols)] += np.asarray(by, np.float32) * np.float32(s.std())
             hist = [cat.where[i] for i in req.history if i in cat.where]
             banned = [cat.where[i] for i in req.exclude if i in cat.where] + hist
             if banned:

@@ -113,6 +113,22 @@ class PopularityCooccurrenceScorer:
         return idx, w
 
     def _score_one(self, req: ScoreRequest, k: int) -> list[ScoredItem]:
+        if not req.adjust:
+            return self._ranked(req, k)
+        # Feedback signals: rank more candidates (and the liked items) with the adjustments
+        # in units of the candidates' score spread.
+        cands = {x.item_id: x for x in self._ranked(req, k + len(req.adjust))}
+        banned = req.exclude | set(req.history)
+        floor = min((x.score for x in cands.values()), default=0.0)
+        for iid, a in req.adjust.items():
+            if a > 0 and iid not in cands and iid in self._titles and iid not in banned:
+                cands[iid] = ScoredItem(iid, floor, "you showed interest in it")
+        spread = float(np.std([x.score for x in cands.values()])) or 1.0
+        adjusted = {iid: x.score + req.adjust.get(iid, 0.0) * spread for iid, x in cands.items()}
+        best = sorted(cands, key=lambda iid: (-adjusted[iid], iid))[:k]
+        return [ScoredItem(iid, adjusted[iid], cands[iid].reason) for iid in best]
+
+    def _ranked(self, req: ScoreRequest, k: int) -> list[ScoredItem]:
         recent = list(req.history[-_WINDOW:])
         now = time.monotonic()
         parts_idx, parts_w = [], []

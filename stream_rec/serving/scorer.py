@@ -8,7 +8,7 @@ also the cold-start fallback) and the ONNX model scorer of :mod:`stream_rec.mode
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -37,11 +37,14 @@ class CatalogItem:
 
 @dataclass(frozen=True)
 class ScoreRequest:
-    """One user's context at one event: recent items oldest→newest, and items to exclude."""
+    """One user's context at one event: recent items oldest→newest, items to exclude, and
+    per-item score adjustments in units of the user's score spread (the standard deviation of
+    the scorer's scores over the catalogue; :mod:`stream_rec.core.signals`)."""
 
     user_id: str
     history: Sequence[str]
     exclude: frozenset[str] = frozenset()
+    adjust: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -74,5 +77,6 @@ class Scorer(Protocol):
         ...
 
     def score(self, requests: Sequence[ScoreRequest], k: int) -> list[list[ScoredItem]]:
-        """Top-``k`` items per request, best first, never an item in ``exclude``."""
+        """Top-``k`` items per request, best first, never an item in ``exclude``; ``adjust``
+        added to the scores before ranking."""
         ...

@@ -12,7 +12,7 @@ import msgpack
 import pytest
 
 from stream_rec.schemas import DeadLetter, Recommendation
-from tests.integration.conftest import Pipeline, behavior, items_messages
+from tests.integration.conftest import Pipeline, behavior, items_messages, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -166,3 +166,46 @@ def test_session_state_recovers_from_changelog_after_restart(pipeline: Pipeline)
                 dedup.remove(i)
             dedup.append(i)
         assert s["items"] == dedup
+
+
+def test_feedback_changes_the_users_next_recommendation(pipeline: Pipeline) -> None:
+    pipeline.produce("items", items_messages(50))
+    # A boost far above any score spread: the liked item must come first (the size of a
+    # boost in units of the spread is unit-tested with each scorer).
+    w = pipeline.worker(STREAM_REC_FEEDBACK_BOOST="50").start()
+    w.wait_ready()
+    # Other users watch i1 → i2 → i3: the fallback scorer learns those neighbours.
+    crowd = [(f"o{n}".encode(), behavior(f"o{n}", f"i{j}")) for n in range(10) for j in (1, 2, 3)]
+    pipeline.produce("behavior", [*crowd, (b"u1", behavior("u1", "i1"))])
+    recs = pipeline.consume("recommendations", 31, timeout=60)
+    (first,) = [json.loads(r.value) for r in recs if r.key == b"u1"]
+    shown = [i["item_id"] for i in first["items"]]
+    assert "i40" not in shown
+
+    # u1 clicks an item nobody watched (under an unknown rec_id: still a signal), dismisses
+    # the top item and lets the second one pass unclicked.
+    def fb(item: str, label: str, rec_id: str | None) -> tuple[bytes, bytes]:
+        value = {"user_id": "u1", "rec_id": rec_id, "item_id": item, "label": label,
+                 "value": None, "ts": time.time()}  # fmt: skip
+        return b"u1", json.dumps(value).encode()
+
+    pipeline.produce(
+        "feedback",
+        [fb("i40", "click", "no-such-rec"), fb(shown[0], "dismiss", first["rec_id"]),
+         fb(shown[1], "impression", first["rec_id"])],
+    )  # fmt: skip
+
+    def signals() -> dict[str, object] | None:
+        code, body = w.get("/stream-rec/sessions/u1/")
+        sig = body.get("signals", {}) if code == 200 else {}
+        return sig if sig.get("liked") and sig.get("dismissed") and sig.get("passed") else None
+
+    sig = wait_for("u1's feedback signals", signals, timeout=60)
+    assert set(sig["liked"]) == {"i40"} and set(sig["dismissed"]) == {shown[0]}  # type: ignore[call-overload]
+    pipeline.produce("behavior", [(b"u1", behavior("u1", "i4"))])
+    recs = pipeline.consume("recommendations", 32, timeout=60)
+    second = [json.loads(r.value) for r in recs if r.key == b"u1"][-1]
+    got = [i["item_id"] for i in second["items"]]
+    assert got[0] == "i40"  # liked, not yet watched: first
+    assert shown[0] not in got  # dismissed: gone
+    assert w.alive()

@@ -312,3 +312,16 @@ def test_observe_and_score_from_different_threads() -> None:
         t.join(timeout=30)
     assert not any(t.is_alive() for t in threads)
     assert errors == []
+
+
+def test_feedback_adjustments_lift_liked_and_push_passed_items() -> None:
+    s = make_scorer()
+    watch(s, "u1", ["A", "B", "C"])
+    watch(s, "u2", ["A", "B", "D"])
+    assert ids(one(s, ["A"], 2)) == ["B", "C"]
+    # F was never watched with A: a liked F enters the list, first; a passed B gives way
+    got = ids(one(s, ["A"], 3, adjust={"F": 2.0, "B": -5.0}))
+    assert got[0] == "F" and "B" not in got[:2]
+    # a liked item the user has already watched, or excluded, is not brought back
+    assert "F" not in ids(one(s, ["A", "F"], 5, adjust={"F": 2.0}))
+    assert "F" not in ids(one(s, ["A"], 5, exclude=frozenset({"F"}), adjust={"F": 2.0}))

@@ -242,3 +242,24 @@ def test_finetune_incremental_publishes_merged_version(
         )
         is None
     )
+
+
+def test_feedback_adjustments_move_items_in_units_of_the_score_spread(
+    exported_version: Path,
+) -> None:
+    scorer = OnnxScorer.load(exported_version, load_settings(device="cpu"))
+    hist = ["7", "8", "9"]
+    n = len(scorer.item_ids)
+    ranked = [x.item_id for x in scorer.score([ScoreRequest("u", hist)], k=n)[0]]
+    top, low = ranked[0], ranked[-1]
+    spread = float(scorer.score_matrix([hist])[0].std())
+    out = scorer.score([ScoreRequest("u", hist, adjust={low: 100.0, top: -100.0})], k=n)[0]
+    got = [x.item_id for x in out]
+    assert got[0] == low and got[-1] == top  # a liked item first, a passed one last
+    plain = {x.item_id: x.score for x in scorer.score([ScoreRequest("u", hist)], k=n)[0]}
+    moved = {x.item_id: x.score for x in out}
+    assert np.isclose(moved[low] - plain[low], 100.0 * spread, rtol=1e-4)
+    assert all(np.isclose(moved[i], plain[i]) for i in ranked[1:-1])
+    # unknown items in the adjustments are ignored; excluded items stay out whatever the boost
+    out = scorer.score([ScoreRequest("u", hist, frozenset({low}), {low: 100.0, "nope": 1.0})], k=3)
+    assert low not in {x.item_id for x in out[0]}
