@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -156,6 +157,8 @@ def trainer(
 
     settings = _settings()
     logging.getLogger().setLevel(settings.log_level.upper())
+    if settings.trainer_nice:
+        os.nice(settings.trainer_nice)  # serving first where the cores are shared
     create_topics_sync(settings)
     try:
         asyncio.run(run_trainer(settings, once=once))
@@ -310,7 +313,8 @@ def simulate(
         bool, typer.Option(help="Keep the runs' registries and tables (deleted by default).")
     ] = False,
 ) -> None:
-    """Chronological replay with feedback from each user's real future: frozen vs learning."""
+    """Chronological replay with feedback from each user's real future: the frozen model, the
+    model with per-user feedback signals, and the whole learning pipeline."""
     from stream_rec.data.movielens import load_movielens
     from stream_rec.ops.simulate import simulate as run_sim
 

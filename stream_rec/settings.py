@@ -169,6 +169,13 @@ class Settings(BaseSettings):
         "alone (1.00x the frozen model with the seeded replay buffer, 0.82x without).",
     )
     finetune_epochs: int = Field(3, ge=1, le=100, description="Epochs per incremental fine-tune.")
+    trainer_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Niceness the trainer process adds to itself: on cores shared with workers, "
+        "serving gets the CPU first and fine-tunes take what is left (0 = same priority).",
+    )
     registry_keep: int = Field(
         10,
         ge=0,
