@@ -7,8 +7,17 @@ trainer learns from what users really did next. Online HR@10 = the share of reco
 whose top 10 holds the user's very next interaction, reported per block of events.
 
 ``run_simulation`` drives one namespace (worker + optional trainer are started by the caller,
-see :func:`simulate`); a paired run replays the same events through a frozen model (no trainer)
-and through the learning pipeline, one after the other, and reports both.
+see :func:`simulate`). :func:`simulate` replays the same events three times, one after the
+other, and reports all three:
+
+* **frozen**: the initial model, and nothing learnt from feedback (no trainer, feedback signals
+  off);
+* **signals**: the same model, with the per-user feedback signals
+  (:mod:`stream_rec.core.signals`) applied to each user's next recommendations;
+* **learning**: the whole learning pipeline: feedback signals and the trainer's fine-tunes.
+
+``learning / frozen`` is the learning pipeline's gain; ``learning / signals`` is what the
+fine-tunes add on top of the signals.
 """
 
 from __future__ import annotations
@@ -208,11 +217,15 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
+MODES = ("frozen", "signals", "learning")
+
+
 def _one_run(base: Settings, ds: MovieLens, events: list[Interaction], registry: Path,
-             learning: bool, rate: float, work: Path,
+             label: str, rate: float, work: Path,
              counted: list[bool] | None = None) -> SimResult:  # fmt: skip
+    """One replay through a fresh namespace; ``label`` is one of :data:`MODES`."""
     run_id = uuid.uuid4().hex[:8]
-    label = "learning" if learning else "frozen"
+    learning = label == "learning"
     s = base.model_copy(update={"topic_prefix": f"sim-{run_id}.", "app_id": f"sim-{run_id}"})
     reg = work / f"registry-{label}"
     # Only the version to start from: a registry can hold many (each ~100 MB with the encoder).
@@ -241,6 +254,7 @@ def _one_run(base: Settings, ds: MovieLens, events: list[Interaction], registry:
         "STREAM_REC_APP_ID": s.app_id,
         "STREAM_REC_MODEL_PATH": str(reg),
         "STREAM_REC_LOG_LEVEL": "warning",
+        "STREAM_REC_FEEDBACK_SIGNALS": "false" if label == "frozen" else "true",
     }
     port = _free_port()
     wlog = work / f"worker-{label}.log"
@@ -314,35 +328,43 @@ def simulate(base: Settings, ds: MovieLens, *, registry: Path, users: int | None
         events, counted = out_of_sample_events(ds, cutoff, users, limit)
     work = base.home / "simulate" / time.strftime("%Y%m%d-%H%M%S")
     work.mkdir(parents=True, exist_ok=True)
-    frozen = _one_run(base, ds, events, registry, False, rate, work, counted)
-    learning = _one_run(base, ds, events, registry, True, rate, work, counted)
+    runs = {m: _one_run(base, ds, events, registry, m, rate, work, counted) for m in MODES}
+    frozen, signals, learning = (runs[m] for m in MODES)
     fresh = learning.freshness()
+
+    def ratio(a: SimResult, b: SimResult) -> float:
+        return a.hr10 / b.hr10 if b.hr10 else float("nan")
+
     result = {
         "train_until_ts": cutoff,
         "warm_up_events": 0 if counted is None else counted.count(False),
         "events": len(events),
         "rate": rate,
-        "frozen_hr10": frozen.hr10,
-        "learning_hr10": learning.hr10,
-        "ratio": learning.hr10 / frozen.hr10 if frozen.hr10 else float("nan"),
-        "frozen_blocks": frozen.blocks,
-        "learning_blocks": learning.blocks,
+        **{f"{m}_hr10": r.hr10 for m, r in runs.items()},
+        "ratio": ratio(learning, frozen),
+        "ratio_signals": ratio(signals, frozen),
+        "ratio_finetunes": ratio(learning, signals),
+        **{f"{m}_blocks": r.blocks for m, r in runs.items()},
         "promoted_versions": sorted(learning.announcements),
         "freshness_s": fresh,
         "window_examples": base.window_examples,
+        "feedback_boost": base.feedback_boost,
+        "impression_discount": base.impression_discount,
         "hardware": f"{os.cpu_count()} cores",
     }
     t = Table(title="stream-rec simulate (online HR@10 over time)")
     t.add_column("recommendations")
-    t.add_column("frozen HR@10", justify="right")
-    t.add_column("learning HR@10", justify="right")
-    lb = dict(learning.blocks)
-    for n, hr in frozen.blocks:
-        t.add_row(str(n), f"{hr:.4f}", f"{lb[n]:.4f}" if n in lb else "")
+    for m in MODES:
+        t.add_column(f"{m} HR@10", justify="right")
+    by_mode = {m: dict(r.blocks) for m, r in runs.items()}
+    for n, _ in frozen.blocks:
+        t.add_row(str(n), *(f"{by_mode[m][n]:.4f}" if n in by_mode[m] else "" for m in MODES))
     console.print(t)
     console.print(
-        f"overall HR@10 frozen {frozen.hr10:.4f}, learning {learning.hr10:.4f} "
-        f"(ratio {result['ratio']:.3f}); promotions {len(learning.announcements)}; "
+        f"overall HR@10 frozen {frozen.hr10:.4f}, signals {signals.hr10:.4f}, learning "
+        f"{learning.hr10:.4f}: learning/frozen {result['ratio']:.3f} (signals/frozen "
+        f"{result['ratio_signals']:.3f}, learning/signals {result['ratio_finetunes']:.3f}); "
+        f"promotions {len(learning.announcements)}; "
         f"freshness {', '.join(f'{v:.1f}s' for v in fresh.values()) or 'n/a'}"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
