@@ -20,7 +20,6 @@ from prometheus_client import generate_latest
 
 from stream_rec import compat
 from stream_rec.core.session import decode_session
-from stream_rec.core.signals import decode_signals
 from stream_rec.metrics import Metrics
 from stream_rec.serving.fallback import PopularityCooccurrenceScorer
 from stream_rec.serving.scorer import CatalogItem, Scorer
@@ -207,8 +206,6 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
             if raw is None:
                 return self.json({"user_id": user_id, "found": False}, status=404)
             session = decode_session(raw)
-            signals = decode_signals(pipeline.tables.signals.get(user_id.encode()))
-            body = {"user_id": user_id, "found": True, "session": session, "signals": signals}
-            return self.json(body)
+            return self.json({"user_id": user_id, "found": True, "session": session})
 
     return pipeline

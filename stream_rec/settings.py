@@ -136,7 +136,11 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="How long one feedback signal lasts after its newest event."
     )
     feedback_signal_items: int = Field(
-        200, ge=1, le=10000, description="Items kept per user and signal kind (newest first)."
+        50,
+        ge=1,
+        le=10000,
+        description="Items kept per user and signal kind (the newest; they are part of the "
+        "session, rewritten on every behaviour event).",
     )
 
     # --- learning loop -----------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The Faust tables of a worker, in one place.
 
-All are keyed by ``user_id`` (raw key bytes of the ``behavior``/``feedback`` topics, which have
+Both are keyed by ``user_id`` (raw key bytes of the ``behavior``/``feedback`` topics, which have
 the same partition count), so a user's events, session and recommendation context live on one
 partition. Values are msgpack bytes encoded by :mod:`stream_rec.core`, so store, changelog and
 recovery agree on one format.
@@ -17,7 +17,7 @@ from faust.stores.rocksdb import RocksDBOptions
 from stream_rec.settings import Settings
 
 # RocksDB per table partition: Faust's defaults (64 MB write buffers x3, a 2 GB block cache)
-# are sized for a dedicated host; a worker holds 3 tables x N partitions of them. On top of the
+# are sized for a dedicated host; a worker holds 2 tables x N partitions of them. On top of the
 # per-database sizes, every database of the worker shares one memory budget (see
 # :func:`_bounded_options`); values here are small (sessions, recent contexts).
 ROCKSDB_OPTIONS: dict[str, Any] = {
@@ -68,7 +68,6 @@ RocksDBOptions.as_options = _bounded_options  # type: ignore[method-assign]
 class Tables:
     sessions: Any
     rec_context: Any
-    signals: Any
 
 
 def create_tables(app: faust.App, settings: Settings) -> Tables:
@@ -91,10 +90,5 @@ def create_tables(app: faust.App, settings: Settings) -> Tables:
         rec_context=user_table(
             "rec_context",
             "Per-user recent recommendations (rec_id → history and items), for feedback joins.",
-        ),
-        signals=user_table(
-            "signals",
-            "Per-user feedback signals (liked, passed, dismissed items), for the next "
-            "recommendations.",
         ),
     )

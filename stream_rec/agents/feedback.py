@@ -7,8 +7,9 @@ recommendation was made becomes the example's context. Feedback with an unknown 
 unmatched. Labels: click/purchase/high rating = 1; impression/dismiss/low rating = 0. The
 trainer windows the examples (:mod:`stream_rec.training`).
 
-The same feedback also updates the user's ``signals`` (:mod:`stream_rec.core.signals`), which
-the score agent applies to that user's next recommendations at once.
+The same feedback also updates the feedback signals in the user's session
+(:mod:`stream_rec.core.signals`), which the score agent applies to that user's next
+recommendations at once.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from stream_rec.agents.common import limits, make_current, send_dead_letter
+from stream_rec.agents.common import limits, send_dead_letter
 from stream_rec.core.context import example, label_of, lookup
-from stream_rec.core.session import decode_session
-from stream_rec.core.signals import Signals, decode_signals, encode_signals, kind_of, record
+from stream_rec.core.session import decode_session, encode_session
+from stream_rec.core.signals import kind_of, record
 from stream_rec.schemas import InvalidEvent, decode_feedback
 
 if TYPE_CHECKING:
@@ -43,11 +44,10 @@ def register(pipeline: Pipeline) -> None:
         pipeline.topics.training_examples, key_serializer="raw", value_serializer="raw"
     )
     sessions, rec_context = pipeline.tables.sessions, pipeline.tables.rec_context
-    signals = pipeline.tables.signals
     lim = limits(pipeline)
 
-    async def handle(event: Any, pending: dict[bytes, tuple[Signals, Any]]) -> None:
-        """One feedback event: the training example, and the user's signals in ``pending``."""
+    async def handle(event: Any) -> None:
+        """One feedback event: the training example, and the user's feedback signals."""
         try:
             fb = decode_feedback(event.value, **lim)
             if event.key is not None and event.key != fb.user_id.encode():
@@ -71,28 +71,21 @@ def register(pipeline: Pipeline) -> None:
             label=str(label), matched="yes" if ctx is not None else "no"
         ).inc()
         if settings.feedback_signals:
-            sig = pending[key][0] if key in pending else decode_signals(signals.get(key))
+            # read and written with no await between: the score agent (same event loop) never
+            # interleaves its own update of this session
+            session = decode_session(sessions.get(key))
             kind = kind_of(fb.label, fb.value, settings.positive_rating)
-            sig = record(sig, fb.item_id, kind, now, ttl_s=settings.feedback_signal_ttl_s,
-                         max_items=settings.feedback_signal_items)  # fmt: skip
-            pending[key] = (sig, event)
+            session["signals"] = record(
+                session["signals"], fb.item_id, kind, now,
+                ttl_s=settings.feedback_signal_ttl_s, max_items=settings.feedback_signal_items,
+            )  # fmt: skip
+            sessions[key] = encode_session(session)
 
     @app.agent(topic, name="record_feedback")
     async def record_feedback(stream: Any) -> None:
-        within = settings.batch_linger_ms / 1000.0
-        async for events in stream.take_events(settings.batch_size, within=within):
-            # A recommendation's feedback arrives together (one event per shown item): the
-            # user's signals are written once per batch, not once per event.
-            pending: dict[bytes, tuple[Signals, Any]] = {}
-            for event in events:
-                make_current(event)
-                try:
-                    await handle(event, pending)
-                except Exception as exc:  # noqa: BLE001 - a bug must not stop the stream
-                    log.exception("record_feedback: unexpected error on one event")
-                    await send_dead_letter(
-                        pipeline, event, InvalidEvent("internal_error", repr(exc))
-                    )
-            for key, (sig, event) in pending.items():
-                make_current(event)  # the write lands on the user's partition
-                signals[key] = encode_signals(sig)
+        async for event in stream.events():
+            try:
+                await handle(event)
+            except Exception as exc:  # noqa: BLE001 - a bug must not stop the stream
+                log.exception("record_feedback: unexpected error on one event")
+                await send_dead_letter(pipeline, event, InvalidEvent("internal_error", repr(exc)))

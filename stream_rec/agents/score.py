@@ -2,8 +2,8 @@
 
 Per micro-batch (``take_events(batch_size, within=linger)``): each event is decoded and
 validated (invalid → dead letters), applied to its user's session in the ``sessions`` table
-(a ``forget`` event or a tombstone deletes it) and to its feedback signals (the ``signals``
-table: :mod:`stream_rec.core.signals`), then the whole batch is scored in the scoring
+(a ``forget`` event or a tombstone deletes it), whose feedback signals
+(:mod:`stream_rec.core.signals`) adjust the scores; then the whole batch is scored in the scoring
 thread so the event loop keeps heartbeating, and one recommendation per valid event is sent,
 keyed by user. Events are acked after their recommendations are handed to the producer, and
 Faust flushes the producer before it commits offsets: at-least-once. ``rec_id`` is derived from
@@ -25,7 +25,7 @@ import msgpack
 from stream_rec.agents.common import limits, make_current, send_dead_letter
 from stream_rec.core.context import example, label_of, remember
 from stream_rec.core.session import Session, apply_event, decode_session, encode_session
-from stream_rec.core.signals import adjustments, decode_signals
+from stream_rec.core.signals import adjustments
 from stream_rec.schemas import Behavior, InvalidEvent, RecItem, Recommendation, encode
 from stream_rec.serving.scorer import ScoredItem, Scorer, ScoreRequest
 
@@ -75,14 +75,12 @@ def register(pipeline: Pipeline) -> None:
     )
     sessions = pipeline.tables.sessions
     rec_context = pipeline.tables.rec_context
-    signals = pipeline.tables.signals
     lim = limits(pipeline)
 
     async def forget(key: bytes) -> None:
         """Delete the user's state everywhere (changelog tombstones) and tell the trainer."""
         sessions.pop(key, None)
         rec_context.pop(key, None)
-        signals.pop(key, None)
         await examples_topic.send(key=key, value=forget_marker(key.decode(errors="replace")))
         metrics.forgets.inc()
 
@@ -120,9 +118,9 @@ def register(pipeline: Pipeline) -> None:
             await examples_topic.send(key=key, value=msgpack.packb(ex, use_bin_type=True))
         msg = event.message
         exclude, adjust = frozenset(after["seen"]), dict[str, float]()
-        if settings.feedback_signals and (raw := signals.get(key)) is not None:
+        if settings.feedback_signals:
             adjust, dismissed = adjustments(
-                decode_signals(raw), time.time(), ttl_s=settings.feedback_signal_ttl_s,
+                after["signals"], time.time(), ttl_s=settings.feedback_signal_ttl_s,
                 boost=settings.feedback_boost, discount=settings.impression_discount,
             )  # fmt: skip
             exclude |= dismissed

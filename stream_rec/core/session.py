@@ -12,6 +12,7 @@ from typing import Any, TypedDict
 
 import msgpack
 
+from stream_rec.core.signals import Signals, new_signals, signals_from
 from stream_rec.schemas import Behavior
 
 
@@ -21,10 +22,11 @@ class Session(TypedDict):
     n: int  # valid behaviour events applied for this user
     counts: dict[str, int]  # events per type
     last_ts: float
+    signals: Signals  # recent feedback on recommended items (:mod:`stream_rec.core.signals`)
 
 
 def new_session() -> Session:
-    return {"items": [], "seen": [], "n": 0, "counts": {}, "last_ts": 0.0}
+    return {"items": [], "seen": [], "n": 0, "counts": {}, "last_ts": 0.0, "signals": new_signals()}
 
 
 def from_stored(value: Any) -> Session:
@@ -41,6 +43,7 @@ def from_stored(value: Any) -> Session:
         s["counts"] = {str(k): n for k, v in counts.items() if (n := _as_int(v)) is not None}
     if (n := _as_int(value.get("n"))) is not None:
         s["n"] = n
+    s["signals"] = signals_from(value.get("signals"))
     try:
         ts = float(value.get("last_ts", 0.0))
         s["last_ts"] = ts if math.isfinite(ts) else 0.0
@@ -90,4 +93,5 @@ def apply_event(
         "n": session["n"] + 1,
         "counts": counts,
         "last_ts": max(session["last_ts"], event.ts),
+        "signals": session["signals"],
     }

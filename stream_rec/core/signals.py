@@ -1,7 +1,8 @@
 """Per-user feedback signals: what the user just told us about recommended items.
 
-The ``signals`` table holds, per user, the items of recent feedback, and the score agent turns
-them into adjustments of that user's next recommendations, the moment the feedback arrives
+Each user's session (the ``sessions`` table) holds the items of that user's recent feedback,
+and the score agent turns them into adjustments of the user's next recommendations, the moment
+the feedback arrives
 (the model itself learns from the same feedback later, in the trainer's windows):
 
 * **liked** (click, purchase, high rating): the item goes up by ``boost`` — the user showed
@@ -13,15 +14,18 @@ them into adjustments of that user's next recommendations, the moment the feedba
 Adjustments are in units of the user's score spread (the standard deviation of the model's
 scores over the catalogue), so one setting means the same for any scorer. Every signal expires
 ``ttl_s`` after its newest feedback; a liked item that is then only impressed stays liked (the
-click is the stronger evidence). Values are msgpack dicts, bounded per user.
+click is the stronger evidence). Bounded per user and kind.
+
+They live in the session value rather than a table of their own: with a third table (whose
+changelog partitions stay empty until feedback reaches them) the takeover test
+(``test_survivor_takes_over_a_killed_workers_partitions``) lost a killed worker's partitions
+in 2 of 11 runs; the cause was not pinned down.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, Literal, TypedDict, TypeVar
-
-import msgpack
 
 Kind = Literal["liked", "passed", "dismissed"]
 V = TypeVar("V")
@@ -48,15 +52,9 @@ def kind_of(label: str, value: float | None, positive_rating: float) -> Kind:
     return "passed"
 
 
-def decode_signals(raw: bytes | None) -> Signals:
-    """A table value back to signals; absent, damaged or foreign fields are dropped."""
+def signals_from(value: Any) -> Signals:
+    """Stored signals back to signals; absent, damaged or foreign fields are dropped."""
     out = new_signals()
-    if raw is None:
-        return out
-    try:
-        value: Any = msgpack.unpackb(raw, raw=False)
-    except Exception:  # noqa: BLE001 - a damaged value must not block the user's feedback
-        return out
     if not isinstance(value, dict):
         return out
     out["liked"] = _times(value.get("liked"))
@@ -79,10 +77,6 @@ def _times(part: Any) -> dict[str, float]:
 
 def _number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def encode_signals(signals: Signals) -> bytes:
-    return bytes(msgpack.packb(signals, use_bin_type=True))
 
 
 def record(

@@ -197,7 +197,7 @@ def test_feedback_changes_the_users_next_recommendation(pipeline: Pipeline) -> N
 
     def signals() -> dict[str, object] | None:
         code, body = w.get("/stream-rec/sessions/u1/")
-        sig = body.get("signals", {}) if code == 200 else {}
+        sig = body["session"]["signals"] if code == 200 else {}
         return sig if sig.get("liked") and sig.get("dismissed") and sig.get("passed") else None
 
     sig = wait_for("u1's feedback signals", signals, timeout=60)

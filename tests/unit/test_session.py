@@ -22,8 +22,13 @@ def play(events: list[Behavior], *, max_items: int = 50, max_seen: int = 1000) -
     return s
 
 
+NO_SIGNALS: dict[str, Any] = {"signals": {"liked": {}, "passed": {}, "dismissed": {}}}
+
+
 def test_new_session_is_empty() -> None:
-    assert new_session() == {"items": [], "seen": [], "n": 0, "counts": {}, "last_ts": 0.0}
+    assert new_session() == {
+        "items": [], "seen": [], "n": 0, "counts": {}, "last_ts": 0.0, **NO_SIGNALS,
+    }  # fmt: skip
     assert new_session() is not new_session()
     a = new_session()
     a["items"].append("x")
@@ -128,7 +133,9 @@ def test_from_stored_non_dict_gives_a_new_session(value: Any) -> None:
 def test_from_stored_old_shape_missing_fields() -> None:
     # An older worker stored only the items.
     s = from_stored({"items": ["a", "b"]})
-    assert s == {"items": ["a", "b"], "seen": [], "n": 0, "counts": {}, "last_ts": 0.0}
+    assert s == {
+        "items": ["a", "b"], "seen": [], "n": 0, "counts": {}, "last_ts": 0.0, **NO_SIGNALS,
+    }  # fmt: skip
     assert apply_event(s, ev("c", 5), max_items=10)["items"] == ["a", "b", "c"]
 
 
@@ -149,6 +156,7 @@ def test_from_stored_normalises_types_and_ignores_unknown_fields() -> None:
         "n": 3,
         "counts": {"view": 2, "5": 1},
         "last_ts": 7.0,
+        **NO_SIGNALS,
     }
     assert isinstance(s["last_ts"], float)
     assert "future_field" not in s
@@ -171,7 +179,7 @@ def test_from_stored_tolerates_garbage_field_values(stored: dict[str, Any]) -> N
     # A corrupt or hand-written table value must not crash the score agent (a poison pill that
     # would stop the partition); the damaged field falls back to its default.
     s = from_stored(stored)
-    assert set(s) == {"items", "seen", "n", "counts", "last_ts"}
+    assert set(s) == {"items", "seen", "n", "counts", "last_ts", "signals"}
     assert isinstance(s["items"], list) and isinstance(s["seen"], list)
     assert isinstance(s["n"], int) and isinstance(s["counts"], dict)
     assert isinstance(s["last_ts"], float)

@@ -5,16 +5,17 @@ from __future__ import annotations
 import msgpack
 import pytest
 
+from stream_rec.core.session import apply_event, decode_session, encode_session, new_session
 from stream_rec.core.signals import (
     Kind,
     Signals,
     adjustments,
-    decode_signals,
-    encode_signals,
     kind_of,
     new_signals,
     record,
+    signals_from,
 )
+from stream_rec.schemas import Behavior
 
 TTL, MAX = 100.0, 3
 
@@ -69,10 +70,17 @@ def test_signals_expire_and_stay_bounded() -> None:
     assert list(s["liked"]) == ["i2", "i3", "i4"]
 
 
-def test_stored_values_round_trip_and_damage_is_tolerated() -> None:
+def test_signals_are_part_of_the_session_and_survive_storage() -> None:
     s = rec(rec(new_signals(), "a", "liked", 1.0), "b", "passed", 2.0)
-    assert decode_signals(encode_signals(s)) == s
-    assert decode_signals(None) == new_signals()
-    assert decode_signals(b"\xc1 not msgpack") == new_signals()
-    odd = msgpack.packb({"liked": {"a": "soon", "b": 3}, "passed": {"c": [1]}, "x": 1})
-    assert decode_signals(odd) == {"liked": {"b": 3.0}, "passed": {}, "dismissed": {}}
+    session = new_session()
+    session["signals"] = s
+    back = decode_session(encode_session(session))
+    assert back["signals"] == s
+    after = apply_event(back, Behavior(user_id="u", item_id="c", event="view", ts=3.0), max_items=5)
+    assert after["signals"] == s  # behaviour keeps the feedback signals
+    # sessions stored before signals existed, and damaged signals, read as no signals
+    old = msgpack.packb({"items": ["x"], "seen": ["x"], "n": 1, "counts": {}, "last_ts": 1.0})
+    assert decode_session(old)["signals"] == new_signals()
+    odd = {"liked": {"a": "soon", "b": 3}, "passed": {"c": [1]}, "x": 1}
+    assert signals_from(odd) == {"liked": {"b": 3.0}, "passed": {}, "dismissed": {}}
+    assert signals_from([1, 2]) == new_signals()
