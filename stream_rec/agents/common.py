@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import logging
-import weakref
 from typing import TYPE_CHECKING, Any
-
-from faust.streams import _current_event as _current_event_var
 
 from stream_rec.schemas import InvalidEvent, dead_letter, encode
 
@@ -38,14 +35,3 @@ async def send_dead_letter(pipeline: Pipeline, event: Any, error: InvalidEvent) 
         value_serializer="raw",
     )
     log.debug("dead letter %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, error)
-
-
-def make_current(event: Any) -> None:
-    """Make ``event`` Faust's current event in this task only.
-
-    Table reads/writes use the current event's partition (RocksDB shard and changelog
-    partition), and after ``take_events`` it is the batch's last event. Only the task-local
-    context variable is set: the stream's own ``current_event`` attribute belongs to the
-    buffering task and must not be touched.
-    """
-    _current_event_var.set(weakref.ref(event))

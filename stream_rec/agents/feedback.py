@@ -71,8 +71,8 @@ def register(pipeline: Pipeline) -> None:
             label=str(label), matched="yes" if ctx is not None else "no"
         ).inc()
         if settings.feedback_signals:
-            # read and written with no await between: the score agent (same event loop) never
-            # interleaves its own update of this session
+            # read here, after the await above (the score agent, on the same event loop, may have
+            # updated the session meanwhile), and written with no await between
             session = decode_session(sessions.get(key))
             kind = kind_of(fb.label, fb.value, settings.positive_rating)
             session["signals"] = record(

@@ -16,13 +16,15 @@ import asyncio
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgpack
+from faust.streams import _current_event as _current_event_var
 
-from stream_rec.agents.common import limits, make_current, send_dead_letter
+from stream_rec.agents.common import limits, send_dead_letter
 from stream_rec.core.context import example, label_of, remember
 from stream_rec.core.session import Session, apply_event, decode_session, encode_session
 from stream_rec.core.signals import adjustments
@@ -140,7 +142,7 @@ def register(pipeline: Pipeline) -> None:
         async for events in stream.take_events(settings.batch_size, within=within):
             jobs: list[Job] = []
             for event in events:
-                make_current(event)
+                _make_current(event)
                 try:
                     job = await handle(stream, event)
                 except Exception as exc:  # noqa: BLE001 - a bug must not stop the stream
@@ -179,7 +181,7 @@ def register(pipeline: Pipeline) -> None:
                     emitted_ts=now,
                 )
                 await recs_topic.send(key=job.key, value=encode(rec, settings.output_codec))
-                make_current(job.source)  # the context lands on the user's partition
+                _make_current(job.source)  # the context lands on the user's partition
                 rec_context[job.key] = remember(
                     rec_context.get(job.key), job.rec_id, now, job.request.history,
                     [i.item_id for i in items], max_recs=settings.rec_context_per_user,
@@ -192,6 +194,17 @@ def register(pipeline: Pipeline) -> None:
 def forget_marker(user_id: str) -> bytes:
     """Tells the trainer to drop the user's pending examples (msgpack, internal topic)."""
     return bytes(msgpack.packb({"forget": user_id}, use_bin_type=True))
+
+
+def _make_current(event: Any) -> None:
+    """Make ``event`` Faust's current event in this task only.
+
+    Table reads/writes use the current event's partition (RocksDB shard and changelog
+    partition), and after ``take_events`` it is the batch's last event. Only the task-local
+    context variable is set: the stream's own ``current_event`` attribute belongs to the
+    buffering task and must not be touched.
+    """
+    _current_event_var.set(weakref.ref(event))
 
 
 def decode_behavior_checked(raw: bytes, key: bytes | None, lim: dict[str, Any]) -> Behavior:

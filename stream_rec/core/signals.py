@@ -27,6 +27,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal, TypedDict, TypeVar
 
+from stream_rec.core.context import label_of
+
 Kind = Literal["liked", "passed", "dismissed"]
 V = TypeVar("V")
 
@@ -42,14 +44,11 @@ def new_signals() -> Signals:
 
 
 def kind_of(label: str, value: float | None, positive_rating: float) -> Kind:
-    """The signal of one feedback label (the same split as the training labels)."""
-    if label in ("click", "purchase"):
+    """The signal of one feedback label: the training label's positives are liked, and its
+    negatives split into explicit ones (dismiss, low rating: dismissed) and the rest (passed)."""
+    if label_of(label, value, positive_rating):
         return "liked"
-    if label == "rate":
-        return "liked" if value is None or value >= positive_rating else "dismissed"
-    if label == "dismiss":
-        return "dismissed"
-    return "passed"
+    return "dismissed" if label in ("dismiss", "rate") else "passed"
 
 
 def signals_from(value: Any) -> Signals:
