@@ -2,7 +2,8 @@
 
 Files of a version (all listed with sha256 in ``manifest.json``):
 
-* ``user_tower.onnx``   — [B, L, D] item vectors + [B, L] mask → [B, D] user vector
+* ``user_tower.onnx``   — [B, L, D] item vectors + [B, L] mask → [B, D] user vector, written
+  op by op for ONNX Runtime (:mod:`stream_rec.model.tower_onnx`)
 * ``item_head.onnx``    — [N, T] text vectors → [N, D] text-path item vectors (cold start)
 * ``text_encoder.onnx`` — token ids + mask → [B, T] pooled text vectors; ``tokenizer/`` beside it
 * ``*.int8.onnx``       — dynamically quantised variants for CPU serving (optional)
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
@@ -31,6 +33,7 @@ from stream_rec.model import registry
 from stream_rec.model.neighbours import Neighbours
 from stream_rec.model.net import TwoTower, UserEncoder
 from stream_rec.model.text import MAX_TEXT_TOKENS, PooledEncoder, load_encoder, tokenize
+from stream_rec.model.tower_onnx import user_tower_graph
 
 PARITY_TOL = 1e-4
 OPSET = 17
@@ -89,7 +92,14 @@ def quantize_int8(src: Path, dst: Path) -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            weight_type=QuantType.QInt8,
+            # the ORT-specific operators (BiasGelu, ...) carry no type information for the
+            # quantiser's shape inference; everything in these graphs is float32
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
 
 
 def _parity_histories(n_items: int, max_len: int, seed: int = 0) -> torch.Tensor:
@@ -140,15 +150,7 @@ def export_version(
         max_len = model.cfg.max_len
         idx = _parity_histories(model.n_items, min(max_len, 50))
         seq, mask = model.embed_sequences(idx, items)
-        onnx_export(
-            user,
-            (seq[:2, :7], mask[:2, :7]),
-            tmp / "user_tower.onnx",
-            ["item_vectors", "mask"],
-            ["user_vector"],
-            {"item_vectors": {0: "batch", 1: "seq"}, "mask": {0: "batch", 1: "seq"},
-             "user_vector": {0: "batch"}},
-        )  # fmt: skip
+        onnx.save(user_tower_graph(model.user), str(tmp / "user_tower.onnx"))
         feeds = {"item_vectors": seq.numpy(), "mask": mask.numpy()}
         parity["user_tower"] = check_parity(tmp / "user_tower.onnx", user, feeds, tol)
         # item head (text path of the item tower)

@@ -46,6 +46,10 @@ import numpy as np
 
 from stream_rec.eval.baselines import cooccurrence_cosine
 
+STANDARDISE_EPS = 1e-18
+"""``z`` is a layer norm without scale or shift; this is added to the variance, so a constant
+row (variance 0) stays all zeros."""
+
 LASTS = ((1, 1.0), (5, 0.7), (10, 0.7))
 """(last, decay) pairs the validation fit tries."""
 WEIGHTS = (0.0, 0.25, 0.5, 0.75)

@@ -18,7 +18,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from stream_rec.model import registry
-from stream_rec.model.neighbours import BlendParams, Neighbours
+from stream_rec.model.neighbours import STANDARDISE_EPS, BlendParams, Neighbours
 from stream_rec.serving.scorer import CatalogItem, ScoredItem, ScoreRequest
 from stream_rec.settings import Settings
 
@@ -74,9 +74,7 @@ def serving_graph(tower: Any, parts: int, last: int = 1) -> bytes:
     (t_out,) = [o.name for o in tower.graph.output]
     nodes: list[Any] = []
     inits = [
-        helper.make_tensor("eps", f32, [], [1e-9]),
         helper.make_tensor("ax1", i64, [1], [1]),
-        helper.make_tensor("ax_last", i64, [1], [-1]),
         helper.make_tensor("zero_i", i64, [], [0]),
     ]
 
@@ -84,11 +82,8 @@ def serving_graph(tower: Any, parts: int, last: int = 1) -> bytes:
         nodes.append(helper.make_node(op, inputs, [out], **attrs))
         return out
 
-    def standardise(x: str) -> str:
-        d = node("Sub", [x, node("ReduceMean", [x], f"{x}_mean", axes=[-1])], f"{x}_d")
-        var = node("ReduceMean", [node("Mul", [d, d], f"{x}_d2")], f"{x}_var", axes=[-1])
-        std = node("Max", [node("Sqrt", [var], f"{x}_std0"), "eps"], f"{x}_std")
-        return node("Div", [d, std], f"{x}_z")
+    def standardise(x: str) -> str:  # a layer norm without scale or shift, as in torch
+        return node("LayerNormalization", [x, "ones"], f"{x}_z", axis=-1, epsilon=STANDARDISE_EPS)
 
     def value(name: str, elem: int, shape: list[Any]) -> Any:
         return helper.make_tensor_value_info(name, elem, shape)
@@ -100,13 +95,15 @@ def serving_graph(tower: Any, parts: int, last: int = 1) -> bytes:
         value("new", TensorProto.BOOL, ["items"]),
         value("offset", f32, [1]),
     ]
-    # the tower's inputs: the history's item vectors (padding zeroed) and its mask
+    # the tower's inputs: the history's item vectors and its mask (a padding slot holds item
+    # 0's vector: the tower zeroes every padding position itself before anything reads it)
     real = node("GreaterOrEqual", ["hist", "zero_i"], "real")
-    mask = node("Cast", [real], f"{TOWER_PREFIX}mask", to=f32)
-    vecs = node("Gather", ["items", node("Max", ["hist", "zero_i"], "hist0")], "vecs", axis=0)
-    mask3 = node("Unsqueeze", [mask, "ax_last"], "mask3")
-    node("Mul", [vecs, mask3], f"{TOWER_PREFIX}item_vectors")
+    node("Cast", [real], f"{TOWER_PREFIX}mask", to=f32)
+    hist0 = node("Max", ["hist", "zero_i"], "hist0")
+    node("Gather", ["items", hist0], f"{TOWER_PREFIX}item_vectors", axis=0)
     nodes.extend(tower.graph.node)
+    one = helper.make_tensor("one", f32, [1], [1.0])
+    node("ConstantOfShape", [node("Shape", ["items_t"], "n_items", start=-1)], "ones", value=one)
     base = standardise(node("MatMul", [t_out, "items_t"], "raw"))
     out = base
     if parts:

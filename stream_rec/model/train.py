@@ -17,7 +17,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from stream_rec.model.neighbours import LASTS, TRANS_WEIGHTS, WEIGHTS, BlendParams, Neighbours
+from stream_rec.model.neighbours import (
+    LASTS,
+    STANDARDISE_EPS,
+    TRANS_WEIGHTS,
+    WEIGHTS,
+    BlendParams,
+    Neighbours,
+)
 from stream_rec.model.net import ModelConfig, TwoTower
 
 
@@ -72,9 +79,9 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def standardise(x: torch.Tensor) -> torch.Tensor:
-    """Each row (last axis) to mean 0, standard deviation 1 over the catalogue."""
-    d = x - x.mean(dim=-1, keepdim=True)
-    return d / d.square().mean(dim=-1, keepdim=True).sqrt().clamp_min(1e-9)
+    """Each row (last axis) to mean 0, standard deviation 1 over the catalogue: a layer norm
+    without scale or shift, one kernel here and in ONNX Runtime."""
+    return F.layer_norm(x, x.shape[-1:], eps=STANDARDISE_EPS)
 
 
 def neighbour_parts(

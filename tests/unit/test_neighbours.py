@@ -96,19 +96,27 @@ def test_served_score_standardises_every_part() -> None:
 
 
 def _sum_tower() -> object:
-    """A stand-in user tower for the graph test: the sum of the history's item vectors."""
+    """A stand-in user tower for the graph test: the sum of the history's item vectors. Like
+    the real tower it masks padding itself (the serving graph leaves it unzeroed)."""
     from onnx import TensorProto, helper
 
     f32 = TensorProto.FLOAT
     graph = helper.make_graph(
-        [helper.make_node("ReduceSum", ["item_vectors", "one"], ["user_vector"], keepdims=0)],
+        [
+            helper.make_node("Unsqueeze", ["mask", "minus_one"], ["mask3"]),
+            helper.make_node("Mul", ["item_vectors", "mask3"], ["real"]),
+            helper.make_node("ReduceSum", ["real", "one"], ["user_vector"], keepdims=0),
+        ],
         "sum_tower",
         [
             helper.make_tensor_value_info("item_vectors", f32, ["b", "t", "d"]),
             helper.make_tensor_value_info("mask", f32, ["b", "t"]),
         ],
         [helper.make_tensor_value_info("user_vector", f32, ["b", "d"])],
-        [helper.make_tensor("one", TensorProto.INT64, [1], [1])],
+        [
+            helper.make_tensor("one", TensorProto.INT64, [1], [1]),
+            helper.make_tensor("minus_one", TensorProto.INT64, [1], [-1]),
+        ],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
