@@ -170,21 +170,30 @@ class UserTower(nn.Module):
             x = blk(x, bias)
         return self.ln(x)
 
-    def last(self, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def last(self, seq: torch.Tensor, mask: torch.Tensor, normalised: bool = False) -> torch.Tensor:
         """The user vector after the newest position only ([B, D]): equal to
         ``forward(seq, mask)[:, -1]`` with the final block computed for that position alone
-        (:meth:`Block.last_position`)."""
-        x, bias = self._inputs(seq, mask)
+        (:meth:`Block.last_position`). ``normalised``: ``seq`` holds :meth:`item_inputs` rows
+        instead of item vectors (serving computes them once per catalogue, not per request)."""
+        x, bias = self._inputs(seq, mask, normalised)
         for blk in self.blocks[:-1]:
             x = blk(x, bias)
         x = self.blocks[-1](x, bias, last_only=True)
         return self.ln(x)[:, -1, :]
 
-    def _inputs(self, seq: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def item_inputs(self, items: torch.Tensor) -> torch.Tensor:
+        """What the tower reads of each item vector: its layer norm, one row per item, the
+        same whatever its position in a history."""
+        out: torch.Tensor = self.in_ln(items)
+        return out
+
+    def _inputs(
+        self, seq: torch.Tensor, mask: torch.Tensor, normalised: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         n = seq.shape[1]
         m = mask.to(seq.dtype)
         back = torch.arange(n, device=seq.device).flip(0).clamp(max=self.cfg.max_len - 1)
-        x = self.in_ln(seq) + self.pos(back).unsqueeze(0)
+        x = (seq if normalised else self.item_inputs(seq)) + self.pos(back).unsqueeze(0)
         x = self.drop(x) * m.unsqueeze(-1)
         causal = torch.ones(n, n, device=seq.device, dtype=torch.bool).tril()
         allowed = causal.unsqueeze(0) & (m > 0.5).unsqueeze(1)

@@ -53,8 +53,9 @@ TOWER_PREFIX = "tower/"
 
 def serving_graph(tower: Any, parts: int, last: int = 1) -> bytes:
     """The served score as one ONNX graph, from item-index histories to catalogue scores: the
-    gather of the history's item vectors, the user ``tower`` (an ONNX model ``item_vectors``
-    [B, T, D], ``mask`` [B, T] → ``user_vector`` [B, D], embedded whole), the product with the
+    gather of the history's rows of ``tower_items``, the user ``tower`` (an ONNX model with
+    inputs those rows [B, T, D] and ``mask`` [B, T] → ``user_vector`` [B, D], embedded whole:
+    the user side of :func:`split_tower`, or a whole tower on item vectors), the product with the
     item matrix, the per-user standardisation, the ``parts`` neighbour parts (the rows of the
     newest ``last`` history items gathered from the stacked matrices, weighted by age and
     summed, standardised; a new item's part is its two-tower part) and the new-item offset —
@@ -62,8 +63,9 @@ def serving_graph(tower: Any, parts: int, last: int = 1) -> bytes:
     run. One run instead of a tower run plus numpy around it: at batch 32 on 2 vCPUs the numpy
     gathers, the rows of the newest items and the second run took about a fifth of the time.
 
-    Inputs: ``hist`` [B, T] int64 (left padded with -1, T ≥ ``last``), ``items`` [N, D],
-    ``items_t`` [D, N], ``new`` [N] bool, ``offset`` [1]; with parts: ``stacked``
+    Inputs: ``hist`` [B, T] int64 (left padded with -1, T ≥ ``last``), ``tower_items``
+    [N, D] (what the tower's first input holds for each item), ``items_t`` [D, N] (the item
+    vectors), ``new`` [N] bool, ``offset`` [1]; with parts: ``stacked``
     [F, parts * N] (rows of the F items of the neighbour fit; a later item has none),
     ``age_w`` [last] (the weight of each of the newest ``last`` positions, oldest first) and
     ``weights`` [parts]. Output: ``scores`` [B, N]."""
@@ -90,17 +92,17 @@ def serving_graph(tower: Any, parts: int, last: int = 1) -> bytes:
 
     inputs = [
         value("hist", i64, ["batch", "hist_len"]),
-        value("items", f32, ["items", "dim"]),
+        value("tower_items", f32, ["items", "dim"]),
         value("items_t", f32, ["dim", "items"]),
         value("new", TensorProto.BOOL, ["items"]),
         value("offset", f32, [1]),
     ]
-    # the tower's inputs: the history's item vectors and its mask (a padding slot holds item
-    # 0's vector: the tower zeroes every padding position itself before anything reads it)
+    # the tower's inputs: the history's rows and its mask (a padding slot holds item 0's row:
+    # the tower zeroes every padding position itself before anything reads it)
+    (rows_in,) = [i.name for i in tower.graph.input if i.name != f"{TOWER_PREFIX}mask"]
     real = node("GreaterOrEqual", ["hist", "zero_i"], "real")
     node("Cast", [real], f"{TOWER_PREFIX}mask", to=f32)
-    hist0 = node("Max", ["hist", "zero_i"], "hist0")
-    node("Gather", ["items", hist0], f"{TOWER_PREFIX}item_vectors", axis=0)
+    node("Gather", ["tower_items", node("Max", ["hist", "zero_i"], "hist0")], rows_in, axis=0)
     nodes.extend(tower.graph.node)
     one = helper.make_tensor("one", f32, [1], [1.0])
     node("ConstantOfShape", [node("Shape", ["items_t"], "n_items", start=-1)], "ones", value=one)
@@ -172,17 +174,41 @@ def _session(model: Any, providers: list[str], threads: int) -> Any:
     )
 
 
-def _load_tower(path: Path, fp16: bool) -> Any:
-    """The user tower as an ONNX model to embed in the serving graph (fp16 inside, fp32 at
-    its edges, when asked)."""
+def split_tower(tower: Any) -> tuple[Any | None, Any]:
+    """The user tower (ONNX) cut where it has read each history slot's item on its own
+    (:data:`~stream_rec.model.tower_onnx.ITEM_INPUTS`): (item side ``item_vectors`` →
+    ``item_inputs``, run once per catalogue; user side ``item_inputs``, ``mask`` →
+    ``user_vector``, run per request). A tower without that value (exported before it had a
+    name) is not cut: (None, the tower)."""
+    from onnx.utils import Extractor
+
+    from stream_rec.model.tower_onnx import ITEM_INPUTS
+
+    if not any(ITEM_INPUTS in n.output for n in tower.graph.node):
+        return None, tower
+    if not any(v.name == ITEM_INPUTS for v in tower.graph.value_info):
+        (vectors,) = [i for i in tower.graph.input if i.name == "item_vectors"]
+        tower.graph.value_info.append(vectors)  # the layer norm keeps type and shape
+        tower.graph.value_info[-1].name = ITEM_INPUTS
+    ex = Extractor(tower)
+    item_side = ex.extract_model(["item_vectors"], [ITEM_INPUTS])
+    user_side = ex.extract_model([ITEM_INPUTS, "mask"], ["user_vector"])
+    return item_side, user_side
+
+
+def _load_tower(path: Path, fp16: bool) -> tuple[Any | None, Any]:
+    """The user tower's two sides (:func:`split_tower`) as ONNX models, fp16 inside and fp32
+    at their edges when asked."""
     import onnx
 
-    model = onnx.load(str(path))
+    sides = split_tower(onnx.load(str(path)))
     if fp16:
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
-        model = convert_float_to_float16(model, keep_io_types=True)
-    return model
+        sides = tuple(  # type: ignore[assignment]
+            None if m is None else convert_float_to_float16(m, keep_io_types=True) for m in sides
+        )
+    return sides
 
 
 class OnnxScorer:
@@ -214,7 +240,10 @@ class OnnxScorer:
             q = self.dir / f"{name}.int8.onnx"
             return q if int8 and q.is_file() else self.dir / f"{name}.onnx"
 
-        self._tower = _load_tower(model_file("user_tower"), fp16)
+        item_side, self._tower = _load_tower(model_file("user_tower"), fp16)
+        self._item_side = None
+        if item_side is not None:
+            self._item_side = _session(item_side.SerializeToString(), self.providers, threads)
         self.head_sess = _session(self.dir / "item_head.onnx", self.providers, threads)
         self._serve_sess: dict[tuple[int, int], Any] = {}
         self._text_sess: Any = None
@@ -246,7 +275,9 @@ class OnnxScorer:
             cfg["model"].get("new_item_offset", 0.0) if offset is None else offset
         )
         self.neighbours = Neighbours.load(self.dir)
-        self._norm_items, self._items_t, self._new = self._derived(self.items, self.id_part)
+        self._norm_items, self._items_t, self._new, self._tower_items = self._derived(
+            self.items, self.id_part
+        )
         self.set_blend(BlendParams.from_config(cfg["model"]))
 
     # --- loading -------------------------------------------------------------------------
@@ -260,17 +291,20 @@ class OnnxScorer:
         return str(self.manifest["version"])
 
     # --- catalogue -----------------------------------------------------------------------
-    @staticmethod
     def _derived(
-        items: np.ndarray, id_part: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        self, items: np.ndarray, id_part: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """What each catalogue matrix brings along: unit rows (reasons), a contiguous transpose
-        (the catalogue product reads it row by row) and the new-item mask (rows without an ID
-        part: no training interactions, or added from the stream)."""
+        (the catalogue product reads it row by row), the new-item mask (rows without an ID
+        part: no training interactions, or added from the stream) and the rows the user tower
+        reads (its item side, :func:`split_tower`, run here once instead of per request)."""
         n = np.linalg.norm(items, axis=1, keepdims=True)
         unit = (items / np.maximum(n, 1e-12)).astype(np.float32)
         new: np.ndarray = np.logical_not(id_part.any(axis=1))
-        return unit, np.ascontiguousarray(items.T), new
+        tower_items = items
+        if self._item_side is not None:
+            tower_items = self._item_side.run(None, {"item_vectors": items[None]})[0][0]
+        return unit, np.ascontiguousarray(items.T), new, tower_items
 
     def _text_session(self) -> Any:
         if self._text_sess is None:  # lazily: most workers only score
@@ -328,7 +362,8 @@ class OnnxScorer:
             self._texts = texts
             self.item_ids, self.titles, self.index = ids, titles, index
             self.items, self.id_part, self.pop_score = mat, idp, pop
-            self._norm_items, self._items_t, self._new = self._derived(mat, idp)
+            derived = self._derived(mat, idp)
+            self._norm_items, self._items_t, self._new, self._tower_items = derived
             self._stacked = self._stack(len(ids))
 
     def observe(self, user_id: str, history: Sequence[str], item_id: str, event: str) -> None:
@@ -340,7 +375,7 @@ class OnnxScorer:
             return _Catalogue(
                 self.items, self.item_ids, self.titles, self.index, self.pop_score,
                 self._norm_items, self._items_t, self._new, self.blend, self._stacked,
-                self._weights,
+                self._weights, self._tower_items,
             )  # fmt: skip
 
     def set_blend(self, params: BlendParams) -> None:
@@ -399,7 +434,7 @@ class OnnxScorer:
             hist[r, width - len(h) :] = h
         feeds = {
             "hist": hist,
-            "items": cat.items,
+            "tower_items": cat.tower_items,
             "items_t": cat.items_t,
             "new": cat.new,
             "offset": np.array([self.new_item_offset], dtype=np.float32),
@@ -458,3 +493,4 @@ class _Catalogue(NamedTuple):
     blend: BlendParams
     stacked: np.ndarray | None
     weights: np.ndarray
+    tower_items: np.ndarray

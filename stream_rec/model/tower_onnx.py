@@ -28,6 +28,10 @@ from torch import nn
 from stream_rec.model.net import MASK_VALUE, Block, UserTower
 
 OPSET = 17  # LayerNormalization
+ITEM_INPUTS = "item_inputs"
+"""The value holding :meth:`UserTower.item_inputs` of each history slot: everything before it
+depends on the item alone, so the runtime computes it once per catalogue
+(:func:`stream_rec.model.runtime.split_tower`)."""
 IR_VERSION = 8  # what opset 17 needs; newer onnx packages default higher than ORT reads
 MS_DOMAIN = "com.microsoft"
 
@@ -131,13 +135,17 @@ def user_tower_graph(tower: UserTower) -> Any:
     d, max_len = tower.cfg.dim, tower.cfg.max_len
     g = _Graph()
     # positions counted back from the newest item, clamped to the table: back = T-1 ... 0
-    t = g.op("Gather", [g.op("Shape", ["item_vectors"]), g.const("one", np.array(1, np.int64))])
+    t = g.op("Gather", [g.op("Shape", ["mask"]), g.const("one", np.array(1, np.int64))])
     start = g.op("Sub", [t, g.const("one", np.array(1, np.int64))])
     minus_one = g.const("minus_one", np.array(-1, np.int64))
     back = g.op("Range", [start, minus_one, minus_one])
     back = g.op("Min", [back, g.const("max_pos", np.array(max_len - 1, np.int64))])
     pos = g.op("Gather", [g.weight("pos", tower.pos.weight), back], axis=0)  # [T, D]
-    x = g.op("Add", [g.layer_norm("item_vectors", tower.in_ln, "in_ln"), pos])
+    w, b = g.weight("in_ln.w", tower.in_ln.weight), g.weight("in_ln.b", tower.in_ln.bias)
+    ln = helper.make_node("LayerNormalization", ["item_vectors", w, b], [ITEM_INPUTS], axis=-1,
+                          epsilon=float(tower.in_ln.eps))  # fmt: skip
+    g.nodes.append(ln)
+    x = g.op("Add", [ITEM_INPUTS, pos])
     x = g.op("Mul", [x, g.op("Unsqueeze", ["mask", g.const("ax_last", np.array([-1], np.int64))])])
     mask_index = g.op("Cast", ["mask"], to=TensorProto.INT32)
     key_bias = g.op(

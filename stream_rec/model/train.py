@@ -126,6 +126,7 @@ class TorchRanker:
         self.max_len = max_len or model.cfg.max_len
         with torch.no_grad():
             self.items = model.item_matrix()
+            self.item_inputs = model.user.item_inputs(self.items)  # once, as serving does
         self.new = (model.counts == 0).cpu().numpy()  # items without training interactions
         self._new_t = torch.from_numpy(self.new)
         self.blend = BlendParams.from_config(model.cfg.as_dict())
@@ -137,8 +138,8 @@ class TorchRanker:
     @torch.no_grad()
     def user_vectors(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
         idx = left_pad([list(h)[-self.max_len :] for h in histories]).to(self.items.device)
-        seq, mask = self.model.embed_sequences(idx, self.items)
-        return self.model.user.last(seq, mask)
+        seq, mask = self.model.embed_sequences(idx, self.item_inputs)
+        return self.model.user.last(seq, mask, normalised=True)
 
     @torch.no_grad()
     def score(self, histories: Sequence[Sequence[int]]) -> np.ndarray:

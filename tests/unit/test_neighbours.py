@@ -139,7 +139,7 @@ def test_serving_graph_computes_the_torch_served_score(n_parts: int) -> None:
     weights = np.array([0.5, 0.25][:n_parts], dtype=np.float32)
     feeds = {
         "hist": hist,
-        "items": items,
+        "tower_items": items,
         "items_t": np.ascontiguousarray(items.T),
         "new": new,
         "offset": np.array([0.3], np.float32),
