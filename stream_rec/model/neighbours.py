@@ -130,14 +130,17 @@ class Neighbours:
         used = [(m, w) for m, w in pairs if m is not None and w > 0]
         return [m for m, _ in used], [w for _, w in used]
 
-    def stacked(self, matrices: Sequence[np.ndarray], n_items: int) -> np.ndarray:
+    def stacked(
+        self, matrices: Sequence[np.ndarray], n_items: int, rows: int | None = None
+    ) -> np.ndarray:
         """``matrices`` side by side, each padded with zero columns to ``n_items`` (items added
-        after the fit): [n_fit, len(matrices) * n_items] float32, the input the serving graph and
-        the torch ranker gather history rows from."""
+        after the fit): [rows, len(matrices) * n_items] float32 (``rows`` ≥ the fit's items,
+        zero beyond them; default: the fit's items), the input the serving graph and the torch
+        ranker gather history rows from."""
         n = self.n_items
-        out = np.zeros((n, len(matrices) * n_items), dtype=np.float32)
+        out = np.zeros((max(rows or n, n), len(matrices) * n_items), dtype=np.float32)
         for k, m in enumerate(matrices):
-            out[:, k * n_items : k * n_items + min(n, n_items)] = m[:, :n_items]
+            out[:n, k * n_items : k * n_items + min(n, n_items)] = m[:, :n_items]
         return out
 
     def recent(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterable, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -55,30 +56,31 @@ def serving_graph(tower: Any, parts: int, last: int = 1) -> bytes:
     """The served score as one ONNX graph, from item-index histories to catalogue scores: the
     gather of the history's rows of ``tower_items``, the user ``tower`` (an ONNX model with
     inputs those rows [B, T, D] and ``mask`` [B, T] → ``user_vector`` [B, D], embedded whole:
-    the user side of :func:`split_tower`, or a whole tower on item vectors), the product with the
-    item matrix, the per-user standardisation, the ``parts`` neighbour parts (the rows of the
-    newest ``last`` history items gathered from the stacked matrices, weighted by age and
+    the user side of :func:`split_tower`, or a whole tower on item vectors), the product with
+    the item matrix, the per-user standardisation, the ``parts`` neighbour parts (the rows of
+    the newest ``last`` history items gathered from the stacked matrices, weighted by age and
     summed, standardised; a new item's part is its two-tower part) and the new-item offset —
     what :func:`stream_rec.model.train.served_scores` computes in torch, in one ONNX Runtime
     run. One run instead of a tower run plus numpy around it: at batch 32 on 2 vCPUs the numpy
     gathers, the rows of the newest items and the second run took about a fifth of the time.
+    Whatever depends on the catalogue alone comes in ready (:class:`_ItemArrays`), so each
+    run holds only the operators its histories need.
 
-    Inputs: ``hist`` [B, T] int64 (left padded with -1, T ≥ ``last``), ``tower_items``
-    [N, D] (what the tower's first input holds for each item), ``items_t`` [D, N] (the item
-    vectors), ``new`` [N] bool, ``offset`` [1]; with parts: ``stacked``
-    [F, parts * N] (rows of the F items of the neighbour fit; a later item has none),
-    ``age_w`` [last] (the weight of each of the newest ``last`` positions, oldest first) and
-    ``weights`` [parts]. Output: ``scores`` [B, N]."""
+    Inputs: ``hist`` [B, T] int64 (left padded with -1, T ≥ ``last``); per catalogue of N
+    items: ``tower_items`` [N + 1, D] (what the tower's first input holds for each item; the
+    last row stands in for padding, which the gather reaches at index -1), ``items_t`` [D, N]
+    (the item vectors), ``new`` [N] bool, ``bump`` [N] (the new-item offset on new items, 0
+    elsewhere) and ``ones`` [N]; with parts: ``stacked`` [N + 1, parts * N] (an item without
+    a row in the neighbour fit, and padding at -1, have zeros), ``age_w`` [1, last] (the
+    weight of each of the newest ``last`` positions, oldest first), ``weights`` [parts, 1]
+    and ``w_sum`` [1] (their sum). Output: ``scores`` [B, N]."""
     from onnx import TensorProto, compose, helper
 
     f32, i64 = TensorProto.FLOAT, TensorProto.INT64
     tower = compose.add_prefix(tower, TOWER_PREFIX)
     (t_out,) = [o.name for o in tower.graph.output]
     nodes: list[Any] = []
-    inits = [
-        helper.make_tensor("ax1", i64, [1], [1]),
-        helper.make_tensor("zero_i", i64, [], [0]),
-    ]
+    inits = [helper.make_tensor("zero_i", i64, [], [0])]
 
     def node(op: str, inputs: list[str], out: str, **attrs: Any) -> str:
         nodes.append(helper.make_node(op, inputs, [out], **attrs))
@@ -92,57 +94,44 @@ def serving_graph(tower: Any, parts: int, last: int = 1) -> bytes:
 
     inputs = [
         value("hist", i64, ["batch", "hist_len"]),
-        value("tower_items", f32, ["items", "dim"]),
+        value("tower_items", f32, ["items_and_pad", "dim"]),
         value("items_t", f32, ["dim", "items"]),
         value("new", TensorProto.BOOL, ["items"]),
-        value("offset", f32, [1]),
+        value("bump", f32, ["items"]),
+        value("ones", f32, ["items"]),
     ]
-    # the tower's inputs: the history's rows and its mask (a padding slot holds item 0's row:
+    # the tower's inputs: the history's rows and its mask (a padding slot holds the pad row:
     # the tower zeroes every padding position itself before anything reads it)
     (rows_in,) = [i.name for i in tower.graph.input if i.name != f"{TOWER_PREFIX}mask"]
     real = node("GreaterOrEqual", ["hist", "zero_i"], "real")
     node("Cast", [real], f"{TOWER_PREFIX}mask", to=f32)
-    node("Gather", ["tower_items", node("Max", ["hist", "zero_i"], "hist0")], rows_in, axis=0)
+    node("Gather", ["tower_items", "hist"], rows_in, axis=0)
     nodes.extend(tower.graph.node)
-    one = helper.make_tensor("one", f32, [1], [1.0])
-    node("ConstantOfShape", [node("Shape", ["items_t"], "n_items", start=-1)], "ones", value=one)
     base = standardise(node("MatMul", [t_out, "items_t"], "raw"))
     out = base
     if parts:
         inputs += [
-            value("stacked", f32, ["fitted", "parts_items"]),
-            value("age_w", f32, [last]),
-            value("weights", f32, [parts]),
+            value("stacked", f32, ["items_and_pad", "parts_items"]),
+            value("age_w", f32, [1, last]),
+            value("weights", f32, [parts, 1]),
+            value("w_sum", f32, [1]),
         ]
         inits += [
             helper.make_tensor("shape3", i64, [3], [0, parts, -1]),
-            helper.make_tensor("wshape", i64, [3], [1, parts, 1]),
             helper.make_tensor("tail_start", i64, [1], [-last]),
             helper.make_tensor("tail_end", i64, [1], [2**62]),
+            helper.make_tensor("ax1", i64, [1], [1]),
         ]
-        # the newest `last` items; padding and items without a row (added after the fit) weigh 0
+        # the rows of the newest `last` items, weighted by age and summed
         tail = node("Slice", ["hist", "tail_start", "tail_end", "ax1"], "tail")
-        fitted = node("Gather", [node("Shape", ["stacked"], "st_shape"), "zero_i"], "fitted")
-        has_row = node(
-            "And",
-            [
-                node("GreaterOrEqual", [tail, "zero_i"], "tail_real"),
-                node("Less", [tail, fitted], "tail_fitted"),
-            ],
-            "has_row",
-        )
-        rows_at = node("Where", [has_row, tail, "zero_i"], "rows_at")
-        age = node("Mul", [node("Cast", [has_row], "has_row_f", to=f32), "age_w"], "age")
-        rows = node("Gather", ["stacked", rows_at], "rows", axis=0)  # [B, last, parts * N]
-        near = node("MatMul", [node("Unsqueeze", [age, "ax1"], "age3"), rows], "near")
+        rows = node("Gather", ["stacked", tail], "rows", axis=0)  # [B, last, parts * N]
+        near = node("MatMul", ["age_w", rows], "near")  # [B, 1, parts * N]
         z = standardise(node("Reshape", [near, "shape3"], "near3"))  # [B, parts, N]
-        w = node("Reshape", ["weights", "wshape"], "w_parts")
-        blend = node("ReduceSum", [node("Mul", [z, w], "zw"), "ax1"], "blend0", keepdims=0)
+        blend = node("ReduceSum", [node("Mul", [z, "weights"], "zw"), "ax1"], "blend0", keepdims=0)
         # a new item's parts are its two-tower part: sum(weights) * base
-        own = node("Mul", [base, node("ReduceSum", ["weights"], "w_sum", keepdims=1)], "own")
+        own = node("Mul", [base, "w_sum"], "own")
         out = node("Add", [base, node("Where", ["new", own, blend], "blend")], "blended")
-    bump = node("Mul", [node("Cast", ["new"], "new_f", to=f32), "offset"], "bump")
-    node("Add", [out, bump], "scores")
+    node("Add", [out, "bump"], "scores")
     graph = helper.make_graph(
         nodes,
         "served_scores",
@@ -153,6 +142,43 @@ def serving_graph(tower: Any, parts: int, last: int = 1) -> bytes:
     model = helper.make_model(graph, opset_imports=list(tower.opset_import))
     model.ir_version = tower.ir_version
     return bytes(model.SerializeToString())
+
+
+def catalogue_inputs(
+    tower_items: np.ndarray, items: np.ndarray, new: np.ndarray, offset: float
+) -> dict[str, np.ndarray]:
+    """The per-catalogue inputs of :func:`serving_graph`."""
+    return {
+        "tower_items": np.concatenate([tower_items, np.zeros_like(tower_items[:1])]),  # + pad
+        "items_t": np.ascontiguousarray(items.T),
+        "new": new,
+        "bump": (offset * new).astype(np.float32),
+        "ones": np.ones(len(items), np.float32),
+    }
+
+
+def blend_inputs(
+    stacked: np.ndarray, last: int, decay: float, weights: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The blend inputs of :func:`serving_graph` (``stacked`` with its zero rows)."""
+    w = np.asarray(weights, dtype=np.float32)
+    return {
+        "stacked": stacked,
+        "age_w": (decay ** np.arange(last - 1, -1, -1, dtype=np.float32))[None],
+        "weights": w[:, None],
+        "w_sum": w.sum(keepdims=True),
+    }
+
+
+def left_padded(idx: Sequence[Sequence[int]], width: int = 0) -> np.ndarray:
+    """Index histories as one [B, max(longest, width)] int64 array, left padded with -1."""
+    lens = np.fromiter(map(len, idx), np.int64, len(idx))
+    width = max(int(lens.max(initial=0)), width)
+    hist = np.full((len(idx), width), -1, dtype=np.int64)
+    hist[np.arange(width) >= width - lens[:, None]] = np.fromiter(
+        chain.from_iterable(idx), np.int64, int(lens.sum())
+    )
+    return hist
 
 
 def _session(model: Any, providers: list[str], threads: int) -> Any:
@@ -275,9 +301,7 @@ class OnnxScorer:
             cfg["model"].get("new_item_offset", 0.0) if offset is None else offset
         )
         self.neighbours = Neighbours.load(self.dir)
-        self._norm_items, self._items_t, self._new, self._tower_items = self._derived(
-            self.items, self.id_part
-        )
+        self._norm_items, self._item_feeds = self._derived(self.items, self.id_part)
         self.set_blend(BlendParams.from_config(cfg["model"]))
 
     # --- loading -------------------------------------------------------------------------
@@ -293,18 +317,20 @@ class OnnxScorer:
     # --- catalogue -----------------------------------------------------------------------
     def _derived(
         self, items: np.ndarray, id_part: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """What each catalogue matrix brings along: unit rows (reasons), a contiguous transpose
-        (the catalogue product reads it row by row), the new-item mask (rows without an ID
-        part: no training interactions, or added from the stream) and the rows the user tower
-        reads (its item side, :func:`split_tower`, run here once instead of per request)."""
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """What each catalogue matrix brings along: unit rows (reasons) and the serving graph's
+        per-catalogue inputs (:func:`serving_graph`): the rows the user tower reads (its item
+        side, :func:`split_tower`, run here once instead of per request) plus a pad row, a
+        contiguous transpose (the catalogue product reads it row by row), the new-item mask
+        (rows without an ID part: no training interactions, or added from the stream) and the
+        new-item offset as a row."""
         n = np.linalg.norm(items, axis=1, keepdims=True)
         unit = (items / np.maximum(n, 1e-12)).astype(np.float32)
         new: np.ndarray = np.logical_not(id_part.any(axis=1))
         tower_items = items
         if self._item_side is not None:
             tower_items = self._item_side.run(None, {"item_vectors": items[None]})[0][0]
-        return unit, np.ascontiguousarray(items.T), new, tower_items
+        return unit, catalogue_inputs(tower_items, items, new, self.new_item_offset)
 
     def _text_session(self) -> Any:
         if self._text_sess is None:  # lazily: most workers only score
@@ -362,9 +388,8 @@ class OnnxScorer:
             self._texts = texts
             self.item_ids, self.titles, self.index = ids, titles, index
             self.items, self.id_part, self.pop_score = mat, idp, pop
-            derived = self._derived(mat, idp)
-            self._norm_items, self._items_t, self._new, self._tower_items = derived
-            self._stacked = self._stack(len(ids))
+            self._norm_items, self._item_feeds = self._derived(mat, idp)
+            self._blend_feeds = self._blend_inputs(len(ids))
 
     def observe(self, user_id: str, history: Sequence[str], item_id: str, event: str) -> None:
         """Frozen model: learning happens in the trainer service, not here."""
@@ -374,8 +399,7 @@ class OnnxScorer:
         with self._lock:
             return _Catalogue(
                 self.items, self.item_ids, self.titles, self.index, self.pop_score,
-                self._norm_items, self._items_t, self._new, self.blend, self._stacked,
-                self._weights, self._tower_items,
+                self._norm_items, self.blend, self._item_feeds, self._blend_feeds,
             )  # fmt: skip
 
     def set_blend(self, params: BlendParams) -> None:
@@ -389,13 +413,16 @@ class OnnxScorer:
             self.blend = blend
             self._mats = mats
             self._weights = np.asarray(weights, dtype=np.float32)
-            self._stacked = self._stack(len(self.item_ids))
+            self._blend_feeds = self._blend_inputs(len(self.item_ids))
 
-    def _stack(self, n_items: int) -> np.ndarray | None:
-        """The blend's matrices side by side, padded to the catalogue (None: no blend)."""
+    def _blend_inputs(self, n_items: int) -> dict[str, np.ndarray] | None:
+        """The serving graph's blend inputs (None: no blend): the blend's matrices side by
+        side with zero rows for items without one and for padding (index -1), the age weights
+        and the part weights."""
         if not self._mats or self.neighbours is None:
             return None
-        return self.neighbours.stacked(self._mats, n_items)
+        stacked = self.neighbours.stacked(self._mats, n_items, rows=n_items + 1)
+        return blend_inputs(stacked, self.blend.last, self.blend.decay, self._weights)
 
     def score_matrix(
         self, histories: Sequence[Sequence[str]], cat: _Catalogue | None = None
@@ -426,22 +453,9 @@ class OnnxScorer:
 
     def _served(self, idx: Sequence[Sequence[int]], cat: _Catalogue) -> np.ndarray:
         """Non-empty index histories → served scores, in one run of :func:`serving_graph`."""
-        parts = 0 if cat.stacked is None else len(cat.weights)
+        parts = 0 if cat.blend_feeds is None else len(cat.blend_feeds["weights"])
         last = cat.blend.last if parts else 0
-        width = max(max(len(h) for h in idx), last)
-        hist = np.full((len(idx), width), -1, dtype=np.int64)
-        for r, h in enumerate(idx):
-            hist[r, width - len(h) :] = h
-        feeds = {
-            "hist": hist,
-            "tower_items": cat.tower_items,
-            "items_t": cat.items_t,
-            "new": cat.new,
-            "offset": np.array([self.new_item_offset], dtype=np.float32),
-        }
-        if parts and cat.stacked is not None:
-            age_w = cat.blend.decay ** np.arange(last - 1, -1, -1, dtype=np.float32)
-            feeds |= {"stacked": cat.stacked, "age_w": age_w, "weights": cat.weights}
+        feeds = {"hist": left_padded(idx, last)} | cat.item_feeds | (cat.blend_feeds or {})
         scores: np.ndarray = self._serving_session(parts, last).run(None, feeds)[0]
         return scores
 
@@ -488,9 +502,6 @@ class _Catalogue(NamedTuple):
     where: dict[str, int]
     pop: np.ndarray
     norm: np.ndarray
-    items_t: np.ndarray
-    new: np.ndarray
     blend: BlendParams
-    stacked: np.ndarray | None
-    weights: np.ndarray
-    tower_items: np.ndarray
+    item_feeds: dict[str, np.ndarray]
+    blend_feeds: dict[str, np.ndarray] | None

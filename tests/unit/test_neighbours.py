@@ -13,7 +13,13 @@ import torch
 
 from stream_rec.model.export import load_torch_model
 from stream_rec.model.neighbours import TRANS_FILE, TRANS_WEIGHTS, WEIGHTS, BlendParams, Neighbours
-from stream_rec.model.runtime import OnnxScorer, serving_graph
+from stream_rec.model.runtime import (
+    OnnxScorer,
+    blend_inputs,
+    catalogue_inputs,
+    left_padded,
+    serving_graph,
+)
 from stream_rec.model.train import (
     NEW_TARGET_FLOOR,
     TorchRanker,
@@ -132,21 +138,11 @@ def test_serving_graph_computes_the_torch_served_score(n_parts: int) -> None:
     stacked = rng.random((fitted, n_parts * n), dtype=np.float32)
     # long, short (padded) and one-item histories; some hold items without a neighbour row
     hists = [rng.choice(n, 7, replace=False).tolist() for _ in range(4)] + [[3, 27], [fitted + 1]]
-    width = 7
-    hist = np.full((len(hists), width), -1, dtype=np.int64)
-    for r, h in enumerate(hists):
-        hist[r, width - len(h) :] = h
     weights = np.array([0.5, 0.25][:n_parts], dtype=np.float32)
-    feeds = {
-        "hist": hist,
-        "tower_items": items,
-        "items_t": np.ascontiguousarray(items.T),
-        "new": new,
-        "offset": np.array([0.3], np.float32),
-    }
-    if n_parts:
-        age_w = (0.7 ** np.arange(last - 1, -1, -1)).astype(np.float32)
-        feeds |= {"stacked": stacked, "age_w": age_w, "weights": weights}
+    feeds = {"hist": left_padded(hists)} | catalogue_inputs(items, items, new, 0.3)
+    if n_parts:  # the runtime's layout: zero rows for items without one and for padding
+        rows = np.concatenate([stacked, np.zeros((n + 1 - fitted, n_parts * n), np.float32)])
+        feeds |= blend_inputs(rows, last, 0.7, weights)
     graph = serving_graph(_sum_tower(), n_parts, last)
     sess = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
     got = sess.run(None, feeds)[0]
@@ -234,3 +230,9 @@ def test_runtime_blend_matches_torch(exported_version: Path, trained_planted, tm
         got = blended.score_matrix(raw)
         assert np.abs(got - TorchRanker(model).score(hists)).max() <= 1e-4
         assert not np.allclose(got, plain.score_matrix(raw), atol=1e-3)
+
+
+def test_histories_are_left_padded_to_the_longest_or_the_blend_window() -> None:
+    got = left_padded([[4, 5, 6], [7], [1, 2]])
+    assert got.tolist() == [[4, 5, 6], [-1, -1, 7], [-1, 1, 2]]
+    assert left_padded([[7]], 3).tolist() == [[-1, -1, 7]]
