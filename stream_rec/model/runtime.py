@@ -63,8 +63,8 @@ def serving_graph(tower: Any, parts: int, last: int = 1) -> bytes:
     what :func:`stream_rec.model.train.served_scores` computes in torch, in one ONNX Runtime
     run. One run instead of a tower run plus numpy around it: at batch 32 on 2 vCPUs the numpy
     gathers, the rows of the newest items and the second run took about a fifth of the time.
-    Whatever depends on the catalogue alone comes in ready (:class:`_ItemArrays`), so each
-    run holds only the operators its histories need.
+    Whatever depends on the catalogue alone comes in ready (:func:`catalogue_inputs`,
+    :func:`blend_inputs`), so each run holds only the operators its histories need.
 
     Inputs: ``hist`` [B, T] int64 (left padded with -1, T ≥ ``last``); per catalogue of N
     items: ``tower_items`` [N + 1, D] (what the tower's first input holds for each item; the
@@ -212,10 +212,6 @@ def split_tower(tower: Any) -> tuple[Any | None, Any]:
 
     if not any(ITEM_INPUTS in n.output for n in tower.graph.node):
         return None, tower
-    if not any(v.name == ITEM_INPUTS for v in tower.graph.value_info):
-        (vectors,) = [i for i in tower.graph.input if i.name == "item_vectors"]
-        tower.graph.value_info.append(vectors)  # the layer norm keeps type and shape
-        tower.graph.value_info[-1].name = ITEM_INPUTS
     ex = Extractor(tower)
     item_side = ex.extract_model(["item_vectors"], [ITEM_INPUTS])
     user_side = ex.extract_model([ITEM_INPUTS, "mask"], ["user_vector"])

@@ -58,21 +58,19 @@ class _Graph:
     def weight(self, hint: str, tensor: Any) -> str:
         return self.const(hint, tensor.detach().cpu().numpy().astype(np.float32))
 
-    def op(self, op_type: str, inputs: list[str], hint: str = "", **attrs: Any) -> str:
-        return self.ops(op_type, inputs, 1, hint, **attrs)[0]
-
-    def ops(self, op_type: str, inputs: list[str], n_out: int, hint: str = "", **attrs: Any
-            ) -> list[str]:  # fmt: skip
+    def op(
+        self, op_type: str, inputs: list[str], hint: str = "", out: str = "", **attrs: Any
+    ) -> str:
+        """One node; its output is ``out`` when given (a name others rely on), else unique."""
         from onnx import helper
 
-        domain = attrs.pop("domain", None)
-        outs = [self.name(hint or op_type) for _ in range(n_out)]
-        self.nodes.append(helper.make_node(op_type, inputs, outs, domain=domain, **attrs))
-        return outs
+        out = out or self.name(hint or op_type)
+        self.nodes.append(helper.make_node(op_type, inputs, [out], **attrs))
+        return out
 
-    def layer_norm(self, x: str, ln: nn.LayerNorm, hint: str) -> str:
+    def layer_norm(self, x: str, ln: nn.LayerNorm, hint: str, out: str = "") -> str:
         w, b = self.weight(f"{hint}.w", ln.weight), self.weight(f"{hint}.b", ln.bias)
-        return self.op("LayerNormalization", [x, w, b], hint, axis=-1, epsilon=float(ln.eps))
+        return self.op("LayerNormalization", [x, w, b], hint, out, axis=-1, epsilon=float(ln.eps))
 
     def linear(self, x: str, lin: nn.Linear, hint: str) -> str:
         y = self.op("MatMul", [x, self.weight(f"{hint}.wT", lin.weight.T)], hint)
@@ -141,13 +139,8 @@ def user_tower_graph(tower: UserTower) -> Any:
     back = g.op("Range", [start, minus_one, minus_one])
     back = g.op("Min", [back, g.const("max_pos", np.array(max_len - 1, np.int64))])
     pos = g.op("Gather", [g.weight("pos", tower.pos.weight), back], axis=0)  # [T, D]
-    w, b = g.weight("in_ln.w", tower.in_ln.weight), g.weight("in_ln.b", tower.in_ln.bias)
-    ln = helper.make_node("LayerNormalization", ["item_vectors", w, b], [ITEM_INPUTS], axis=-1,
-                          epsilon=float(tower.in_ln.eps))  # fmt: skip
-    g.nodes.append(ln)
-    x = g.op("Add", [ITEM_INPUTS, pos])
+    x = g.op("Add", [g.layer_norm("item_vectors", tower.in_ln, "in_ln", out=ITEM_INPUTS), pos])
     x = g.op("Mul", [x, g.op("Unsqueeze", ["mask", g.const("ax_last", np.array([-1], np.int64))])])
-    mask_index = g.op("Cast", ["mask"], to=TensorProto.INT32)
     key_bias = g.op(
         "Mul",
         [
@@ -157,24 +150,23 @@ def user_tower_graph(tower: UserTower) -> Any:
     )
     key_bias = g.op("Unsqueeze", [key_bias, g.const("ax1", np.array([1], np.int64))])  # [B, 1, T]
     *full, final = (blk for blk in tower.blocks if isinstance(blk, Block))
+    mask_index = g.op("Cast", ["mask"], to=TensorProto.INT32) if full else ""
     for i, blk in enumerate(full):
         x = _full_block(g, x, mask_index, blk, f"blocks.{i}")
     x = _last_block(g, x, key_bias, final, f"blocks.{len(full)}")
-    w, b = g.weight("ln.w", tower.ln.weight), g.weight("ln.b", tower.ln.bias)
-    g.nodes.append(
-        helper.make_node(
-            "LayerNormalization", [x, w, b], ["user_vector"], axis=-1, epsilon=float(tower.ln.eps)
-        )
-    )
+    g.layer_norm(x, tower.ln, "ln", out="user_vector")
+    rows: list[str | int] = ["batch", "seq", d]
     graph = helper.make_graph(
         g.nodes,
         "user_tower",
         [
-            helper.make_tensor_value_info("item_vectors", f32, ["batch", "seq", d]),
+            helper.make_tensor_value_info("item_vectors", f32, rows),
             helper.make_tensor_value_info("mask", f32, ["batch", "seq"]),
         ],
         [helper.make_tensor_value_info("user_vector", f32, ["batch", d])],
         g.inits,
+        # declared, so the runtime can cut the graph there (split_tower)
+        value_info=[helper.make_tensor_value_info(ITEM_INPUTS, f32, rows)],
     )
     opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)]
     return helper.make_model(graph, opset_imports=opsets, ir_version=IR_VERSION,
