@@ -169,13 +169,14 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
         tables=create_tables(app, settings),
     )
 
-    from stream_rec.agents import catalog, feedback, models, score, telemetry
+    from stream_rec.agents import catalog, feedback, models, score, telemetry, watchdog
 
     catalog.register(pipeline)
     score.register(pipeline)
     feedback.register(pipeline)
     models.register(pipeline)
     telemetry.register(pipeline)
+    watchdog.register(pipeline)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
@@ -194,6 +195,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
                 "catalog_caught_up": pipeline.catalog_caught_up,
                 "assignment": assignment,
                 "rebalancing": bool(app.rebalancing),
+                **watchdog.fetch_state(app.consumer),
             }
         )
 

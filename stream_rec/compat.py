@@ -6,6 +6,7 @@ behaviour it corrects and the test that shows it (``tests/integration/test_relia
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 
@@ -13,6 +14,8 @@ def apply() -> None:
     _back_off_failed_metadata_updates()
     _never_commit_past_unprocessed_events()
     _keep_queued_events_when_flow_is_already_active()
+    _rewind_partitions_without_a_commit()
+    _fetch_nothing_for_no_partitions()
 
 
 def _back_off_failed_metadata_updates() -> None:
@@ -124,3 +127,85 @@ def _keep_queued_events_when_flow_is_already_active() -> None:
 
     FlowControlEvent.resume = resume  # type: ignore[method-assign]
     FlowControlEvent._stream_rec_resume_guard = True  # type: ignore[attr-defined]
+
+
+def _rewind_partitions_without_a_commit() -> None:
+    """Seek partitions the group never committed to their log start, as the seek to committed
+    offsets does for the others.
+
+    After every rebalance Faust seeks the assigned partitions to their committed offsets
+    (``Consumer.perform_seek``), which is what brings back events it fetched and then dropped
+    while the assignment changed. aiokafka's ``seek_to_committed`` seeks only where an offset
+    was committed (``if offset and offset > 0``): a partition without one keeps its current
+    position, so events fetched and dropped there are never read again. Seen as a survivor
+    that took over a killed worker's partitions (the victim died before its first commit on
+    them) and never produced anything for them: the survivor's client stood at the end of both
+    partitions with nothing processed or committed
+    (``test_survivor_takes_over_a_killed_workers_partitions``). Here such partitions are sought
+    to their earliest offset, where the group starts reading them (``consumer_auto_offset_reset``
+    is ``earliest``); table changelogs, which recovery positions itself, are left alone.
+    """
+    from faust.transport.consumer import ThreadDelegateConsumer
+
+    if getattr(ThreadDelegateConsumer, "_stream_rec_rewind_guard", False):
+        return
+    original = ThreadDelegateConsumer.seek_to_committed
+
+    async def seek_to_committed(self: Any) -> Any:
+        committed = await original(self)
+        if self.app.conf.consumer_auto_offset_reset != "earliest":
+            return committed
+        changelogs = set(self.app.tables.changelog_topics)
+        never = [
+            tp
+            for tp, offset in committed.items()
+            if (offset is None or offset <= 0) and tp.topic not in changelogs
+        ]
+        if never:
+            starts = await self.earliest_offsets(*never)
+            to = {tp: max(0, int(starts.get(tp) or 0)) for tp in never}
+            logging.getLogger(__name__).info(
+                "Seek partitions without a committed offset to their log start: %s",
+                ", ".join(f"{tp.topic}:{tp.partition}@{off}" for tp, off in sorted(to.items())),
+            )
+            await self.seek_wait(to)
+        return committed
+
+    ThreadDelegateConsumer.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
+    ThreadDelegateConsumer._stream_rec_rewind_guard = True  # type: ignore[attr-defined]
+
+
+def _fetch_nothing_for_no_partitions() -> None:
+    """Ask the client for the records of the partitions Faust fetches *now*, and none for none.
+
+    Faust hands its live set of active partitions to the consumer thread, where aiokafka's
+    ``fetched_records(partitions)`` reads an empty set as "every partition". A rebalance that
+    pauses every partition while a fetch waits empties the set under it, and the fetch then
+    returns the records of partitions Faust had just paused; Faust drops them (flow stopped)
+    and relies on the seek to committed offsets to read them again
+    (:func:`_rewind_partitions_without_a_commit` makes that seek cover every partition). Here
+    the thread works on a copy taken when it starts, and an empty copy fetches nothing. The
+    debug hooks that showed it: records of two partitions drained with flow stopped and the
+    partitions paused, just before the survivor's recovery, in
+    ``test_survivor_takes_over_a_killed_workers_partitions``.
+    """
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    if getattr(AIOKafkaConsumerThread, "_stream_rec_fetch_guard", False):
+        return
+    original = AIOKafkaConsumerThread._fetch_records
+
+    async def _fetch_records(
+        self: Any,
+        consumer: Any,
+        active_partitions: Any,
+        timeout: float | None = None,
+        max_records: int | None = None,
+    ) -> Any:
+        wanted = set(active_partitions)  # one C-level copy: the main loop changes the original
+        if not wanted:
+            return {}
+        return await original(self, consumer, wanted, timeout=timeout, max_records=max_records)
+
+    AIOKafkaConsumerThread._fetch_records = _fetch_records  # type: ignore[method-assign]
+    AIOKafkaConsumerThread._stream_rec_fetch_guard = True  # type: ignore[attr-defined]

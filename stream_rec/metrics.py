@@ -62,6 +62,12 @@ class Metrics:
             "partition (end offset minus committed offset); updated every metrics interval",
             ["topic", "partition"], registry=r,
         )  # fmt: skip
+        self.partition_stalls = Counter(
+            "stream_rec_partition_stalls",
+            "Assigned input partitions found stalled (messages waiting, committed offset "
+            "unchanged for STREAM_REC_STALL_TIMEOUT_S) and read again from their committed offset",
+            ["topic"], registry=r,
+        )  # fmt: skip
         self.snapshots = Counter(
             "stream_rec_metrics_snapshots",
             "Metrics snapshots published to the metrics topic by this worker", registry=r,

@@ -109,6 +109,13 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds between a worker's consumer-lag updates and metrics-topic snapshots.",
     )
+    stall_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="An assigned input partition with messages waiting whose committed offset "
+        "has not moved for this long is logged, counted and read again from that offset "
+        "(stream_rec.agents.watchdog); 0 = off.",
+    )
     shutdown_timeout_s: float = Field(
         30.0,
         gt=0,

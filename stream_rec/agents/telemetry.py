@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
+from stream_rec.agents.watchdog import input_offsets
 from stream_rec.schemas import encode
 
 if TYPE_CHECKING:
@@ -175,43 +176,16 @@ async def partition_lag(
 ) -> dict[tuple[str, int], int]:
     """Lag per assigned input partition: end offset minus the group's committed offset.
 
-    The end offset is the high watermark of the consumer's latest fetch response for the
-    partition (``Consumer.highwater``, no request; Faust fetches every assigned partition
-    continuously); only partitions not fetched yet cost an offsets request (``highwaters``),
-    which goes through the consumer's thread. Faust keeps, per partition, the offset it last
-    committed (the next one to read) in ``Consumer._committed_offset``, filled from the group's
-    commits on assignment and on every commit. Where nothing was committed yet the lag counts
-    from the partition's log start (the group reads from the earliest), remembered in
-    ``log_starts``. Table changelogs are read by recovery, not by the group, and are left out.
+    Offsets as :func:`stream_rec.agents.watchdog.input_offsets` reads them, with the end offset
+    of the consumer's latest fetch response (no request; Faust fetches every assigned partition
+    continuously): only partitions not fetched yet cost an offsets request.
     """
-    app, prefix = pipeline.app, pipeline.settings.topic_prefix
-    consumer = app.consumer
-    changelogs = set(app.tables.changelog_topics)
-    tps = [
-        tp
-        for tp in consumer.assignment()
-        if tp.topic.startswith(prefix) and tp.topic not in changelogs
-    ]
-    if not tps:
-        return {}
-    ends: dict[Any, int | None] = {tp: consumer.highwater(tp) for tp in tps}
-    unknown = [tp for tp, end in ends.items() if end is None]
-    if unknown:
-        ends.update(await consumer.highwaters(*unknown))
-    committed: Mapping[Any, int | None] = getattr(consumer, "_committed_offset", {})
-    starts = log_starts if log_starts is not None else {}
-    missing = [tp for tp in tps if committed.get(tp) is None and tp not in starts]
-    if missing:
-        starts.update(await consumer.earliest_offsets(*missing))
-    out: dict[tuple[str, int], int] = {}
-    for tp in tps:
-        end = ends.get(tp)
-        if end is None:
-            continue
-        done = committed.get(tp)
-        begin = done if done is not None else starts.get(tp, 0)
-        out[(tp.topic.removeprefix(prefix), tp.partition)] = max(0, int(end) - int(begin))
-    return out
+    prefix = pipeline.settings.topic_prefix
+    offsets = await input_offsets(pipeline, fresh_ends=False, log_starts=log_starts)
+    return {
+        (tp.topic.removeprefix(prefix), tp.partition): max(0, end - begin)
+        for tp, (begin, end) in offsets.items()
+    }
 
 
 def set_lag_gauge(pipeline: Pipeline, lag: Lag, previous: set[tuple[str, str]]) -> None:

@@ -128,6 +128,12 @@ def test_metrics_and_snapshots_follow_events(pipeline: Pipeline) -> None:
     assert set(last["consumer_lag"]["behavior"]) == {"0", "1", "2", "3"}
     assert last["batch_size"]["count"] >= 1 and last["batch_size"]["p50"] is not None
     assert last["e2e_seconds"]["count"] == n and last["e2e_seconds"]["p99"] > 0
+    # A healthy worker fetches every input partition it holds and never needed the watchdog.
+    st = w.status()
+    assert st is not None
+    beh = {f"{pipeline.topic('behavior')}:{i}" for i in range(4)}
+    assert beh <= set(st["fetching"]) and not beh & set(st["paused"] + st["held"])
+    assert not any(k[0] == "stream_rec_partition_stalls_total" and v for k, v in after.items())
     assert w.alive()
 
 

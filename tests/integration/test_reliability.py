@@ -299,7 +299,8 @@ def test_survivor_takes_over_a_killed_workers_partitions(pipeline: Pipeline) -> 
     missing = set(expected) - set(got)
     assert not missing, (
         f"lost after a worker died: {lost(expected, got)}; "
-        f"{dead_lettered(pipeline, expected, got)}\n{a.tail()}"
+        f"{dead_lettered(pipeline, expected, got)}; committed behavior offsets "
+        f"{committed_offsets(pipeline, 'behavior')}; survivor status {a.status()}\n{a.tail()}"
     )
     dups = sum(c - 1 for c in got.values())
     excess = session_excess(a, per_user(msgs))

@@ -95,3 +95,85 @@ def test_resume_keeps_queued_events_when_flow_was_already_active() -> None:
     flow.suspend()  # a rebalance began: what is queued is stale
     flow.resume()
     assert queue.qsize() == 0
+
+
+class FakeThread:
+    """The consumer thread's ``seek_to_committed``: what the group committed, per partition."""
+
+    def __init__(self, committed: dict[TP, int | None]) -> None:
+        self.committed = committed
+
+    async def seek_to_committed(self) -> dict[TP, int | None]:
+        return dict(self.committed)
+
+
+class FakeDelegate:
+    """What the rewind reads of Faust's ``ThreadDelegateConsumer``, and what it does to it."""
+
+    def __init__(self, committed: dict[TP, int | None], reset: str = "earliest") -> None:
+        self._thread = FakeThread(committed)
+        self.app = SimpleNamespace(
+            conf=SimpleNamespace(consumer_auto_offset_reset=reset),
+            tables=SimpleNamespace(changelog_topics={"app-sessions-changelog"}),
+        )
+        self.sought: dict[TP, int] = {}
+
+    async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:
+        return {tp: 3 for tp in tps}  # the log starts at 3 (older records deleted)
+
+    async def seek_wait(self, partitions: dict[TP, int]) -> None:
+        self.sought.update(partitions)
+
+
+async def test_the_seek_to_committed_offsets_rewinds_partitions_the_group_never_committed() -> None:
+    from faust.transport.consumer import ThreadDelegateConsumer
+
+    done, never, changelog = TP("t", 0), TP("t", 1), TP("app-sessions-changelog", 1)
+    c = FakeDelegate({done: 40, never: None, changelog: None})
+    committed = await ThreadDelegateConsumer.seek_to_committed(c)  # type: ignore[arg-type]
+    assert committed == {done: 40, never: None, changelog: None}  # Faust sees the same map
+    # the client already sought ``done`` to 40; ``never`` goes to its log start; changelogs
+    # are positioned by table recovery
+    assert c.sought == {never: 3}
+
+
+async def test_no_rewind_where_the_group_starts_reading_at_the_end() -> None:
+    from faust.transport.consumer import ThreadDelegateConsumer
+
+    c = FakeDelegate({TP("t", 1): None}, reset="latest")
+    await ThreadDelegateConsumer.seek_to_committed(c)  # type: ignore[arg-type]
+    assert c.sought == {}
+
+
+class FakeFetcher:
+    def __init__(self) -> None:
+        self.asked: list[set[TP]] = []
+        self._closed = False
+        self._subscriptions = SimpleNamespace(fetch_context=lambda: _null_context())
+
+    async def fetched_records(self, partitions: set[TP], **_: Any) -> dict[TP, list[int]]:
+        self.asked.append(partitions)
+        return {tp: [1] for tp in partitions}
+
+
+class _null_context:  # noqa: N801 - used like contextlib.nullcontext
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+async def test_a_fetch_for_no_partitions_returns_nothing_and_others_work_on_a_copy() -> None:
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    fetcher = FakeFetcher()
+    aio = SimpleNamespace(_fetcher=fetcher, _closed=False)
+    thread = SimpleNamespace(consumer=SimpleNamespace(flow_active=True))
+    empty: set[TP] = set()
+    assert await AIOKafkaConsumerThread._fetch_records(thread, aio, empty) == {}  # type: ignore[arg-type]
+    assert fetcher.asked == []  # aiokafka reads an empty set as "every partition": never asked
+    active = {TP("t", 0)}
+    assert await AIOKafkaConsumerThread._fetch_records(thread, aio, active) == {TP("t", 0): [1]}  # type: ignore[arg-type]
+    (asked,) = fetcher.asked
+    assert asked == active and asked is not active  # the main loop may change ``active`` meanwhile
