@@ -185,9 +185,11 @@ def _fetch_nothing_for_no_partitions() -> None:
     and relies on the seek to committed offsets to read them again
     (:func:`_rewind_partitions_without_a_commit` makes that seek cover every partition). Here
     the thread works on a copy taken when it starts, and an empty copy fetches nothing. The
-    debug hooks that showed it: records of two partitions drained with flow stopped and the
-    partitions paused, just before the survivor's recovery, in
-    ``test_survivor_takes_over_a_killed_workers_partitions``.
+    survivor of ``test_survivor_takes_over_a_killed_workers_partitions``, instrumented, drained
+    the whole backlog of the two partitions it took over with flow stopped and the partitions
+    paused, just before its recovery, and never processed it; whether the set was empty or
+    changed during the wait was not recorded, so this correction narrows the window and
+    :func:`_rewind_partitions_without_a_commit` is the one that brings such records back.
     """
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
