@@ -163,7 +163,7 @@ def _rewind_partitions_without_a_commit() -> None:
         ]
         if never:
             starts = await self.earliest_offsets(*never)
-            to = {tp: max(0, int(starts.get(tp) or 0)) for tp in never}
+            to = {tp: starts.get(tp, 0) for tp in never}
             logging.getLogger(__name__).info(
                 "Seek partitions without a committed offset to their log start: %s",
                 ", ".join(f"{tp.topic}:{tp.partition}@{off}" for tp, off in sorted(to.items())),

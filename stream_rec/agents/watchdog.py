@@ -26,6 +26,7 @@ Faust's consumer.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Hashable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -77,6 +78,15 @@ def _name(tp: Any) -> str:
     return f"{tp.topic}:{tp.partition}"
 
 
+def _holds(consumer: Any) -> dict[str, Any]:
+    """Faust's own sets: partitions fetched now, paused, held back for a full agent queue."""
+    return {
+        "fetching": getattr(consumer, "_active_partitions", None) or (),
+        "paused": getattr(consumer, "_paused_partitions", ()),
+        "held": getattr(consumer, "_buffered_partitions", ()),
+    }
+
+
 def fetch_state(consumer: Any) -> dict[str, list[str]]:
     """Which assigned partitions the fetcher reads now, and which it holds back.
 
@@ -86,24 +96,17 @@ def fetch_state(consumer: Any) -> dict[str, list[str]]:
     """
     if consumer is None:
         return {"fetching": [], "paused": [], "held": []}
-
-    def names(tps: Any) -> list[str]:
-        return sorted(f"{tp.topic}:{tp.partition}" for tp in tps or ())
-
     assigned = set(consumer.assignment())
     return {
-        "fetching": names(assigned & set(getattr(consumer, "_active_partitions", None) or ())),
-        "paused": names(assigned & set(getattr(consumer, "_paused_partitions", ()))),
-        "held": names(assigned & set(getattr(consumer, "_buffered_partitions", ()))),
+        kind: sorted(_name(tp) for tp in assigned.intersection(tps))
+        for kind, tps in _holds(consumer).items()
     }
 
 
 def consumer_view(consumer: Any, tp: Any) -> dict[str, Any]:
     """What Faust's consumer holds about one partition (for the stall log line)."""
     return {
-        "fetching": tp in (getattr(consumer, "_active_partitions", None) or ()),
-        "paused": tp in getattr(consumer, "_paused_partitions", ()),
-        "held": tp in getattr(consumer, "_buffered_partitions", ()),
+        **{kind: tp in tps for kind, tps in _holds(consumer).items()},
         "read_offset": getattr(consumer, "_read_offset", {}).get(tp),
         "fetched_end": consumer.highwater(tp),
     }
@@ -189,8 +192,6 @@ def register(pipeline: Pipeline) -> None:
     settings = pipeline.settings
     if settings.stall_timeout_s <= 0:
         return
-    import time
-
     watch = StallWatch(settings.stall_timeout_s)
     log_starts: dict[Any, int] = {}
 
