@@ -48,21 +48,22 @@ def build_tiny_encoder(folder: Path) -> Path:
 
 def planted_dataset(n_users: int = 48, length: int = 10, seed: int = 0) -> Any:
     """Users walk the catalogue in steps of +1 (item i is followed by i+1)."""
-    from stream_rec.data.movielens import Interaction, Item, MovieLens
+    from stream_rec.data.frame import Dataset, Interaction
+    from stream_rec.data.movielens import movielens_item
 
     rng = random.Random(seed)  # noqa: S311 - test data
     items = {}
     for i in range(1, N_ITEMS + 1):
         title = f"{WORDS[i % len(WORDS)]} {WORDS[(3 * i) % len(WORDS)]}"
         genres = (WORDS[i % 11].capitalize(),)
-        items[str(i)] = Item(str(i), title, 1990 + i, genres)
+        items[str(i)] = movielens_item(str(i), title, 1990 + i, genres)
     inter = []
     for u in range(1, n_users + 1):
         start = rng.randrange(N_ITEMS)
         for t in range(length):
             iid = (start + t) % N_ITEMS + 1
-            inter.append(Interaction(str(u), str(iid), 4.0, 1000 + t))
-    return MovieLens("planted", items, inter)
+            inter.append(Interaction(str(u), str(iid), "rate", 4.0, 1000.0 + t))
+    return Dataset("planted", items, inter)
 
 
 def planted_text_vectors(encoder_dir: Path, planted: Any) -> Any:

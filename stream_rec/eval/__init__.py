@@ -1,4 +1,5 @@
-"""Offline evaluation (DESIGN.md protocol): leave-one-out on MovieLens, full ranking, baselines.
+"""Offline evaluation (DESIGN.md protocol): leave-one-out on the training frame of any source,
+full ranking, baselines.
 
 Plain Python and numpy; no Kafka. The same :func:`evaluate` ranks every model and baseline.
 """

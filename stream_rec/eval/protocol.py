@@ -1,10 +1,11 @@
 """The offline protocol of DESIGN.md: leave-one-out split, full ranking, HR/NDCG/MRR.
 
 Each user's interactions are sorted by (timestamp, numeric item id) — ``user_sequences`` of the
-MovieLens loader does that. Last interaction = test target, second-to-last = validation target,
-the rest = training history. Every item of the catalogue is ranked; items already in the user's
-history before the target are excluded. Score ties are broken by item index (numeric id order),
-the same order the top-K dump uses, so the dump and the metrics always agree.
+training frame (:mod:`stream_rec.data.frame`) does that, whatever the source. Last interaction =
+test target, second-to-last = validation target, the rest = training history. Every item of the
+catalogue is ranked; items already in the user's history before the target are excluded. Score
+ties are broken by item index (numeric id order), the same order the top-K dump uses, so the dump
+and the metrics always agree.
 
 Cold-item mode holds a set of items out of *training* entirely (their interactions are removed
 from every training sequence and from popularity counts); at ranking time they stay in the
@@ -21,7 +22,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from stream_rec.data.movielens import MovieLens, _num
+from stream_rec.data.frame import Dataset, num_key
 
 Stage = Literal["valid", "test"]
 KS = (10, 20)
@@ -80,8 +81,8 @@ class LeaveOneOut:
         return [u for u in range(len(self.user_ids)) if self.target(u, stage) in self.cold]
 
 
-def make_split(ds: MovieLens, cold_items: Iterable[str] = ()) -> LeaveOneOut:
-    item_ids = sorted(ds.items, key=_num)
+def make_split(ds: Dataset, cold_items: Iterable[str] = ()) -> LeaveOneOut:
+    item_ids = sorted(ds.items, key=num_key)
     index = {iid: i for i, iid in enumerate(item_ids)}
     seqs = ds.user_sequences()
     user_ids = list(seqs)

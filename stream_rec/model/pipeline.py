@@ -7,12 +7,13 @@ them. No Kafka here.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from stream_rec.data.frame import Dataset, DatasetError
 from stream_rec.eval.baselines import ItemKNN, MostPopular
 from stream_rec.eval.protocol import LeaveOneOut, Metrics, evaluate, make_split, select_cold_items
 from stream_rec.model.export import export_version
@@ -40,7 +41,7 @@ def cold_item_ids(item_ids: Sequence[str], spec: str | None, seed: int) -> list[
 
 @dataclass
 class Prepared:
-    dataset: Any
+    dataset: Dataset
     split: LeaveOneOut
     texts: list[str]
     titles: list[str]
@@ -49,21 +50,33 @@ class Prepared:
 
 def prepare(
     settings: Settings,
-    dataset: str = "movielens-100k",
+    dataset: str | Dataset = "movielens-100k",
     cold_items: str | None = None,
     cold_seed: int = 0,
     encoder_path: Path | None = None,
     until_quantile: float | None = None,
 ) -> Prepared:
-    """Load, split and embed. ``until_quantile`` (0 < q < 1) keeps only the interactions before
-    that quantile of time, so the rest can be replayed out of sample (``stream-rec simulate``);
-    the cutoff is recorded in the version's manifest as ``train_until_ts``."""
-    from stream_rec.data.movielens import load_movielens
+    """Load (a source name for :func:`~stream_rec.data.sources.load_source`, or a frame any
+    source produced), split and embed. The frame passed in is not changed.
+    ``until_quantile`` (0 < q < 1) keeps only the interactions before that quantile of time, so
+    the rest can be replayed out of sample (``stream-rec simulate``); the cutoff is recorded in
+    the version's manifest as ``train_until_ts``. Raises :class:`DatasetError` when no user has
+    the three interactions the protocol needs (training history, validation and test target)."""
+    if isinstance(dataset, Dataset):
+        ds = replace(dataset, interactions=list(dataset.interactions))
+    else:
+        from stream_rec.data.sources import load_source
 
-    ds = load_movielens(dataset, settings.home)
+        ds = load_source(dataset, settings)
     if until_quantile is not None:
         cut_at_quantile(ds, until_quantile)
     split = make_split(ds)
+    if not any(split.target(u, "valid") >= 0 for u in range(len(split.user_ids))):
+        msg = (
+            f"{ds.name}: no user has 3 interactions (history, validation and test target); "
+            f"{len(ds.interactions)} interactions of {len(split.user_ids)} users"
+        )
+        raise DatasetError(msg)
     cold = cold_item_ids(split.item_ids, cold_items, cold_seed)
     if cold:
         split = make_split(ds, cold)
@@ -144,13 +157,15 @@ def train_and_export(
     if not export:
         return result, metrics, None
     enc, tok = load_encoder(encoder_path)
-    extra = {
+    extra: dict[str, Any] = {
         "train_config": train_cfg.as_dict(),
         "cold_items": sorted(split.item_ids[i] for i in split.cold),
         "dataset": prepared.dataset.name,
     }
     if prepared.dataset.train_until_ts is not None:
         extra["train_until_ts"] = prepared.dataset.train_until_ts
+    if prepared.dataset.bad_rows:
+        extra["bad_rows"] = dict(prepared.dataset.bad_rows)
     path = export_version(
         result.model,
         item_ids=split.item_ids,

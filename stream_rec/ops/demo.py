@@ -135,11 +135,12 @@ async def _replay_and_show(
 ) -> int:
     from aiokafka import AIOKafkaConsumer
 
-    from stream_rec.data.movielens import MovieLens
+    from stream_rec.data.frame import Dataset
 
-    assert isinstance(ds, MovieLens)  # noqa: S101 - narrowing for the type checker
+    assert isinstance(ds, Dataset)  # noqa: S101 - narrowing for the type checker
     titles = {
-        iid: f"{it.title} ({it.year})" if it.year else it.title for iid, it in ds.items.items()
+        iid: f"{it.title} ({y})" if (y := it.attributes.get("year")) else it.title
+        for iid, it in ds.items.items()
     }
     topics = Topics(settings.topic_prefix)
     consumer = AIOKafkaConsumer(

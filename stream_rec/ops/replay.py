@@ -1,7 +1,8 @@
-"""Replay MovieLens into the pipeline's input topics (``stream-rec replay``).
+"""Replay a dataset (MovieLens by default) into the pipeline's input topics (``stream-rec replay``).
 
 Items first (keyed by item_id), then behaviour events of the chosen users in chronological
-order (keyed by user_id), as ``rate`` events whose value is the rating. By default each event's
+order (keyed by user_id), each with its own event type and value (MovieLens: ``rate`` events
+whose value is the rating). By default each event's
 ``ts`` is stamped at send time so event→recommendation latency can be read off the output;
 ``keep_ts`` keeps the dataset's timestamps.
 """
@@ -14,7 +15,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from stream_rec.data.movielens import Interaction, Item, MovieLens
+from stream_rec.data.frame import Dataset, Interaction, Item
 from stream_rec.settings import Settings
 from stream_rec.topics import Topics
 
@@ -32,7 +33,7 @@ def item_payload(item: Item, ts: float) -> bytes:
             "item_id": item.item_id,
             "title": item.title,
             "text": item.text,
-            "attributes": item.attributes(),
+            "attributes": item.attributes,
             "ts": ts,
         }
     ).encode()
@@ -40,11 +41,11 @@ def item_payload(item: Item, ts: float) -> bytes:
 
 def behavior_payload(x: Interaction, ts: float) -> bytes:
     return json.dumps(
-        {"user_id": x.user_id, "item_id": x.item_id, "event": "rate", "value": x.rating, "ts": ts}
+        {"user_id": x.user_id, "item_id": x.item_id, "event": x.event, "value": x.value, "ts": ts}
     ).encode()
 
 
-def select_events(ds: MovieLens, users: int | None, limit: int | None) -> list[Interaction]:
+def select_events(ds: Dataset, users: int | None, limit: int | None) -> list[Interaction]:
     seqs = ds.user_sequences()
     chosen = set(list(seqs)[:users]) if users else set(seqs)
     events = [x for x in ds.chronological() if x.user_id in chosen]
@@ -66,7 +67,7 @@ def make_producer(settings: Settings, **kw: object) -> object:
 
 async def replay(
     settings: Settings,
-    ds: MovieLens,
+    ds: Dataset,
     *,
     users: int | None = None,
     limit: int | None = None,

@@ -41,7 +41,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from stream_rec.data.movielens import Interaction, MovieLens
+from stream_rec.data.frame import Dataset, Interaction
 from stream_rec.model import registry as model_registry
 from stream_rec.ops.replay import behavior_payload, item_payload, make_producer, select_events
 from stream_rec.settings import Settings
@@ -75,7 +75,7 @@ class SimResult:
 
 async def run_simulation(
     settings: Settings,
-    ds: MovieLens,
+    ds: Dataset,
     events: list[Interaction],
     label: str,
     *,
@@ -220,7 +220,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 MODES = ("frozen", "signals", "learning")
 
 
-def _one_run(base: Settings, ds: MovieLens, events: list[Interaction], registry: Path,
+def _one_run(base: Settings, ds: Dataset, events: list[Interaction], registry: Path,
              label: str, rate: float, work: Path,
              counted: list[bool] | None = None) -> SimResult:  # fmt: skip
     """One replay through a fresh namespace; ``label`` is one of :data:`MODES`."""
@@ -295,7 +295,7 @@ def train_until(registry: Path) -> float | None:
 
 
 def out_of_sample_events(
-    ds: MovieLens, cutoff: float, users: int | None, limit: int | None, warm: int = 20
+    ds: Dataset, cutoff: float, users: int | None, limit: int | None, warm: int = 20
 ) -> tuple[list[Interaction], list[bool]]:
     """Events at or after ``cutoff`` (the model never trained on them), for the first ``users``
     users active then, up to ``limit``; each user's last ``warm`` earlier interactions go first
@@ -314,7 +314,7 @@ def out_of_sample_events(
     return pre + post, [False] * len(pre) + [True] * len(post)
 
 
-def simulate(base: Settings, ds: MovieLens, *, registry: Path, users: int | None,
+def simulate(base: Settings, ds: Dataset, *, registry: Path, users: int | None,
              limit: int | None, rate: float, out: Path,
              keep_work: bool = False) -> dict[str, Any]:  # fmt: skip
     cutoff = train_until(registry)

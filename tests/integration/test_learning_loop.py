@@ -47,7 +47,7 @@ def _items(ds: object) -> list[tuple[bytes | None, bytes | None]]:
                     "item_id": it.item_id,
                     "title": it.title,
                     "text": it.text,
-                    "attributes": it.attributes(),
+                    "attributes": it.attributes,
                     "ts": now,
                 }
             ).encode(),

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream_rec.data.movielens import Interaction, Item, MovieLens
+from stream_rec.data.frame import Dataset, Interaction
+from stream_rec.data.movielens import movielens_item
 from stream_rec.eval.baselines import ItemKNN, MostPopular
 from stream_rec.eval.protocol import (
     evaluate,
@@ -22,10 +23,10 @@ from stream_rec.eval.protocol import (
 )
 
 
-def _ds(seqs: dict[str, list[tuple[str, int]]], n_items: int = 5) -> MovieLens:
-    items = {str(i): Item(str(i), f"m{i}", None, ()) for i in range(1, n_items + 1)}
-    inter = [Interaction(u, i, 4.0, ts) for u, s in seqs.items() for i, ts in s]
-    return MovieLens("hand", items, inter)
+def _ds(seqs: dict[str, list[tuple[str, int]]], n_items: int = 5) -> Dataset:
+    items = {str(i): movielens_item(str(i), f"m{i}", None, ()) for i in range(1, n_items + 1)}
+    inter = [Interaction(u, i, "rate", 4.0, ts) for u, s in seqs.items() for i, ts in s]
+    return Dataset("hand", items, inter)
 
 
 class Fixed:

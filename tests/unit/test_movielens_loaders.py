@@ -6,14 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from stream_rec.data.movielens import (
-    ML100K_GENRES,
-    DatasetError,
-    Interaction,
-    Item,
-    MovieLens,
-    load_movielens,
-)
+from stream_rec.data.frame import Dataset, Interaction
+from stream_rec.data.movielens import ML100K_GENRES, DatasetError, load_movielens
+from stream_rec.data.movielens import movielens_item as Item
 
 
 def _flags(*genres: str) -> str:
@@ -38,7 +33,7 @@ def write_ml100k(folder: Path) -> Path:
         "1\t2\t2\t900",
         "1\t1\t4\t100",
         "10\t1\t1\t50",
-        "3\t99\t5\t10",  # item 99 is not in u.item: dropped
+        "3\t99\t5\t10",  # item 99 is not in u.item: dropped, counted
     ]
     (folder / "u.data").write_text("\n".join(data) + "\n", encoding="latin-1")
     return folder
@@ -79,14 +74,14 @@ def write_latest(folder: Path) -> Path:
 
 def test_ml100k_items(tmp_path: Path) -> None:
     ds = load_movielens(write_ml100k(tmp_path / "ml-100k"))
-    assert isinstance(ds, MovieLens)
+    assert isinstance(ds, Dataset)
     assert ds.name == "ml-100k"
     assert set(ds.items) == {"1", "2", "9", "10"}  # the short line is skipped
     assert ds.items["1"] == Item("1", "Toy Story", 1995, ("Animation", "Children's", "Comedy"))
-    assert ds.items["2"].genres == ("Action", "Thriller")
+    assert ds.items["2"].attributes["genres"] == "Action|Thriller"
     cafe = ds.items["9"]
     assert cafe.title == "Café au lait"  # latin-1 decoded
-    assert cafe.genres == ("Comedy",)  # "unknown" is never a genre
+    assert cafe.attributes["genres"] == "Comedy"  # "unknown" is never a genre
     assert ds.items["10"] == Item("10", "Untitled Short", None, ())
 
 
@@ -94,8 +89,10 @@ def test_ml100k_interactions(tmp_path: Path) -> None:
     ds = load_movielens(write_ml100k(tmp_path / "ml-100k"))
     assert len(ds.interactions) == 6  # item 99 is not in the catalogue
     assert all(x.item_id in ds.items for x in ds.interactions)
-    assert Interaction("2", "1", 5.0, 400) in ds.interactions
-    assert all(isinstance(x.rating, float) and isinstance(x.ts, int) for x in ds.interactions)
+    assert ds.bad_rows == {"behavior:unknown_item": 1}
+    assert Interaction("2", "1", "rate", 5.0, 400.0) in ds.interactions
+    assert all(isinstance(x.value, float) and isinstance(x.ts, float) for x in ds.interactions)
+    assert {x.event for x in ds.interactions} == {"rate"}
 
 
 def test_user_sequences_break_ties_by_numeric_item_id(tmp_path: Path) -> None:
@@ -108,14 +105,14 @@ def test_user_sequences_break_ties_by_numeric_item_id(tmp_path: Path) -> None:
 
 
 def test_user_sequences_ties_independent_of_file_order(tmp_path: Path) -> None:
-    ds = MovieLens(
+    ds = Dataset(
         "t",
         {},
         [
-            Interaction("5", "100", 1.0, 7),
-            Interaction("5", "20", 1.0, 7),
-            Interaction("5", "3", 1.0, 7),
-            Interaction("5", "1000", 1.0, 6),
+            Interaction("5", "100", "rate", 1.0, 7),
+            Interaction("5", "20", "rate", 1.0, 7),
+            Interaction("5", "3", "rate", 1.0, 7),
+            Interaction("5", "1000", "rate", 1.0, 6),
         ],
     )
     assert [x.item_id for x in ds.user_sequences()["5"]] == ["1000", "3", "20", "100"]
@@ -141,8 +138,8 @@ def test_ml1m_dat_format(tmp_path: Path) -> None:
     assert ds.name == "ml-1m"
     assert ds.items["2"] == Item("2", "Jumanji", 1995, ("Adventure", "Children's", "Fantasy"))
     assert ds.items["3"].title == "Straße der Sehnsucht"
-    assert ds.items["3"].year == 1955
-    assert sorted((x.user_id, x.item_id, x.rating, x.ts) for x in ds.interactions) == [
+    assert ds.items["3"].attributes["year"] == "1955"
+    assert sorted((x.user_id, x.item_id, x.value, x.ts) for x in ds.interactions) == [
         ("1", "1", 5.0, 978300760),
         ("1", "3", 3.0, 978300760),
         ("2", "2", 4.0, 978300000),
@@ -159,11 +156,12 @@ def test_ml_latest_csv_format(tmp_path: Path) -> None:
     assert ds.items["2"] == Item("2", "Ready Player One", None, ("Action", "Sci-Fi"))
     # Trailing space after the year is tolerated; "(no genres listed)" means no genres.
     assert ds.items["3"] == Item("3", "Ébène", 2019, ())
-    assert [(x.user_id, x.item_id, x.rating) for x in ds.interactions] == [
+    assert [(x.user_id, x.item_id, x.value) for x in ds.interactions] == [
         ("1", "1", 4.0),
         ("1", "2", 3.5),
         ("7", "3", 0.5),
     ]
+    assert ds.bad_rows == {"behavior:unknown_item": 1}  # item 404 is not in movies.csv
 
 
 @pytest.mark.parametrize(
@@ -183,16 +181,16 @@ def test_title_year_split_through_loader(tmp_path: Path, title: str, year: int |
     (folder / "movies.dat").write_text(f"5::{raw}::Drama\n", encoding="latin-1")
     (folder / "ratings.dat").write_text("1::5::3::1\n", encoding="latin-1")
     it = load_movielens(folder).items["5"]
-    assert (it.title, it.year) == (title, year)
+    assert (it.title, it.attributes.get("year")) == (title, str(year) if year else None)
 
 
 def test_item_text_and_attributes() -> None:
     full = Item("1", "Toy Story", 1995, ("Animation", "Comedy"))
     assert full.text == "Toy Story. year 1995. genres Animation, Comedy"
-    assert full.attributes() == {"genres": "Animation|Comedy", "year": "1995"}
+    assert full.attributes == {"genres": "Animation|Comedy", "year": "1995"}
     bare = Item("2", "Babe", None, ())
     assert bare.text == "Babe"
-    assert bare.attributes() == {"genres": ""}
+    assert bare.attributes == {"genres": ""}
     assert Item("3", "X", None, ("Drama",)).text == "X. genres Drama"
     assert Item("4", "Y", 2001, ()).text == "Y. year 2001"
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from stream_rec.data.movielens import Interaction, Item, MovieLens
+from stream_rec.data.frame import Dataset, Interaction
+from stream_rec.data.movielens import movielens_item
 from stream_rec.ops.simulate import out_of_sample_events
 
 
-def dataset() -> MovieLens:
-    items = {f"{i}": Item(f"{i}", f"Movie {i}", 1990, ("Drama",)) for i in range(1, 40)}
+def dataset() -> Dataset:
+    items = {f"{i}": movielens_item(f"{i}", f"Movie {i}", 1990, ("Drama",)) for i in range(1, 40)}
     xs = []
     for u in range(1, 5):
         for t in range(30):
-            xs.append(Interaction(f"{u}", f"{(u * 7 + t) % 39 + 1}", 4.0, 1000 * t + u))
-    return MovieLens("tiny", items, xs)
+            xs.append(Interaction(f"{u}", f"{(u * 7 + t) % 39 + 1}", "rate", 4.0, 1000.0 * t + u))
+    return Dataset("tiny", items, xs)
 
 
 def test_only_events_after_the_cutoff_are_counted() -> None:
