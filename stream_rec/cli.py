@@ -122,8 +122,12 @@ def worker(
     from stream_rec.topics import create_topics_sync
 
     settings = _settings(web_port=web_port, data_dir=data_dir)
+    try:
+        pipeline = create_app(settings)
+    except ConfigError as exc:
+        console.print(f"[red]worker: {exc}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from None
     create_topics_sync(settings)
-    pipeline = create_app(settings)
     w = Worker(pipeline.app, loglevel=settings.log_level, console_port=0)
     w.execute_from_commandline()
 
