@@ -342,21 +342,38 @@ def simulate(
 
 @app.command()
 def demo(
-    users: Annotated[int, typer.Option(help="Users to replay.")] = 300,
-    rate: Annotated[
-        float,
+    users: Annotated[
+        int | None, typer.Option(help="Replay only the first N users (default: all).")
+    ] = None,
+    history: Annotated[
+        int,
         typer.Option(
-            help="Behaviour events per second (the default stays well under one worker's "
-            "capacity on 2 cores, so the latency shown is scoring, not queueing)."
+            help="Events replayed first, as fast as the worker takes them; the trainer "
+            "bootstraps the first model from the topics once they are in."
         ),
-    ] = 100.0,
-    limit: Annotated[int | None, typer.Option(help="Stop after N events.")] = 3000,
+    ] = 20000,
+    rate: Annotated[float, typer.Option(help="Live behaviour events per second.")] = 100.0,
+    model_events: Annotated[
+        int, typer.Option(help="End once the model has answered this many live events.")
+    ] = 3000,
+    limit: Annotated[int | None, typer.Option(help="At most N live events.")] = None,
     keep_broker: Annotated[bool, typer.Option(help="Leave the broker running.")] = False,
 ) -> None:
-    """Everything end to end: broker, topics, worker, MovieLens replay, live recommendations."""
+    """End to end: broker, topics, worker, trainer, MovieLens replay; the fallback serves until
+    the trainer's first model (trained from the topics) takes over; live table and hit rates."""
     from stream_rec.ops.demo import run_demo
 
-    sys.exit(run_demo(_settings(), users=users, rate=rate, limit=limit, keep_broker=keep_broker))
+    sys.exit(
+        run_demo(
+            _settings(),
+            users=users,
+            rate=rate,
+            history=history,
+            model_events=model_events,
+            limit=limit,
+            keep_broker=keep_broker,
+        )
+    )
 
 
 @bench_app.command("pipeline")

@@ -16,6 +16,10 @@ Two loops over Kafka, each committing only what it has finished with (at-least-o
   ``promote_tolerance``. Promotion = a registry version written atomically (ONNX export with
   the parity check) + an announcement on ``model-updates`` that every worker follows. A
   failed, crashed or rejected run changes nothing that is served.
+* **full training** — with an empty registry, the first model is trained from the ``items`` and
+  ``behavior`` topics once enough behaviour arrived (bootstrap), and later the model is retrained
+  in full on schedule, through the same gate (:mod:`stream_rec.training.full`). One training run
+  at a time, fine-tune or full.
 """
 
 from __future__ import annotations
