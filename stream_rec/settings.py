@@ -217,6 +217,11 @@ class Settings(BaseSettings):
         description="A full retrain from the topics this many hours after the last full training "
         "(0 = off); promoted through the fine-tunes' gate.",
     )
+    encoder_path: Path | None = Field(
+        None,
+        description="Hugging Face encoder folder the trainer's full trainings read item text "
+        "with (loaded offline); unset = the bundled all-MiniLM-L6-v2.",
+    )
     train_epochs: int = Field(
         60, ge=1, le=1000, description="Most epochs of a full training (early stopping)."
     )

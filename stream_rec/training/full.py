@@ -164,11 +164,12 @@ def full_train(settings: Settings, root: Path, kind: str, sizes: TopicSizes) -> 
         "bad_rows": dict(ds.bad_rows),
     }
     try:
-        prepared = prepare(settings, ds)
+        prepared = prepare(settings, ds, encoder_path=settings.encoder_path)
         mcfg, tcfg = model_configs(settings, int(prepared.text_vectors.shape[1]))
         _, metrics, path = train_and_export(
-            settings, prepared, mcfg, tcfg, registry_dir=root, make_current=kind == "bootstrap"
-        )
+            settings, prepared, mcfg, tcfg, registry_dir=root,
+            encoder_path=settings.encoder_path, make_current=kind == "bootstrap",
+        )  # fmt: skip
     except Exception:
         # Too little data for a split, or a failed run: try again after more events, not
         # in a loop on the same data.
