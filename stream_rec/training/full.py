@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,16 +147,26 @@ def serving_ndcg10(settings: Settings, version_dir: Path, prepared: Any) -> floa
     return float(metrics.ndcg10)
 
 
-def full_train(settings: Settings, root: Path, kind: str, sizes: TopicSizes) -> dict[str, Any]:
-    """One full training from the topics (runs in a worker thread). Returns the outcome:
-    ``{"outcome": promoted|rejected|skipped, "version": str|None, ...}``."""
-    from stream_rec.data.sources import load_kafka
+def full_train(
+    settings: Settings,
+    root: Path,
+    kind: str,
+    sizes: TopicSizes,
+    load: Callable[[Settings], Any] | None = None,
+) -> dict[str, Any]:
+    """One full training from the topics (runs in a worker thread); ``load`` reads the frame
+    (default :func:`stream_rec.data.sources.load_kafka`). Returns the outcome:
+    ``{"outcome": promoted|rejected, "version": str, ...}``; raises if training failed."""
     from stream_rec.model import registry
     from stream_rec.model.pipeline import prepare, train_and_export
 
+    if load is None:
+        from stream_rec.data.sources import load_kafka
+
+        load = load_kafka
     t0 = time.perf_counter()
     base_dir = None if kind == "bootstrap" else registry.resolve(root)
-    ds = load_kafka(settings)
+    ds = load(settings)
     out: dict[str, Any] = {
         "kind": kind,
         "interactions": len(ds.interactions),
