@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -179,7 +180,7 @@ def full_train(
         mcfg, tcfg = model_configs(settings, int(prepared.text_vectors.shape[1]))
         _, metrics, path = train_and_export(
             settings, prepared, mcfg, tcfg, registry_dir=root,
-            encoder_path=settings.encoder_path, make_current=kind == "bootstrap",
+            encoder_path=settings.encoder_path, make_current=False,
         )  # fmt: skip
     except Exception:
         # Too little data for a split, or a failed run: try again after more events, not
@@ -192,6 +193,11 @@ def full_train(
         raise
     assert path is not None  # noqa: S101 - export=True always writes a version
     version = path.name
+    try:  # what workers will load: never announce a version that fails its own check
+        registry.verify(path)
+    except registry.RegistryError:
+        shutil.rmtree(path, ignore_errors=True)  # nothing may resolve to it
+        raise
     out.update(
         version=version,
         test_ndcg10=metrics["test"]["ndcg10"],
@@ -207,6 +213,7 @@ def full_train(
             registry.set_current(root, version)
             out.update(outcome="promoted")
     else:
+        registry.set_current(root, version)
         out.update(outcome="promoted")
     if out["outcome"] == "promoted":
         pruned = registry.prune(root, settings.registry_keep)

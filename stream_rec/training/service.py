@@ -28,6 +28,7 @@ import asyncio
 import json
 import logging
 import random
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -148,7 +149,7 @@ class Trainer:
         new_dir = finetune_incremental(
             base_dir, seqs, replay, self.root, self.settings,
             epochs=self.settings.finetune_epochs, lr=self.settings.finetune_lr, gate=gate,
-            min_gain=-self.settings.promote_tolerance, make_current=True,
+            min_gain=-self.settings.promote_tolerance, make_current=False,
         )  # fmt: skip
         wall = time.perf_counter() - t0
         self._remember(seqs)
@@ -165,6 +166,13 @@ class Trainer:
         }
         if new_dir is None:
             return Outcome("rejected", None, detail)
+        try:  # what workers will load: never announce a version that fails its own check
+            registry.verify(new_dir)
+        except registry.RegistryError as exc:
+            detail["reason"] = f"the exported version fails its check: {exc}"
+            shutil.rmtree(new_dir, ignore_errors=True)  # nothing may resolve to it
+            return Outcome("failed", None, detail)
+        registry.set_current(self.root, new_dir.name)
         pruned = registry.prune(self.root, self.settings.registry_keep)
         if pruned:
             detail["pruned"] = len(pruned)
@@ -341,7 +349,7 @@ async def run_trainer(settings: Settings, *, once: bool = False, full_poll_s: fl
                     out = await loop.run_in_executor(None, trainer.run, req)
             except Exception as exc:  # noqa: BLE001 - a crash changes nothing served
                 log.exception("training run failed")
-                out = Outcome("failed", None, {"error": repr(exc)})
+                out = Outcome("failed", None, {"reason": f"{type(exc).__name__}: {exc}"[:500]})
             metrics.seconds.observe(time.perf_counter() - t0)
             metrics.runs.labels(outcome=out.outcome).inc()
             result = {
@@ -408,7 +416,8 @@ async def run_trainer(settings: Settings, *, once: bool = False, full_poll_s: fl
                     )
             except Exception as exc:  # noqa: BLE001 - a crash changes nothing served
                 log.exception("%s failed", kind)
-                out = {"kind": kind, "outcome": "failed", "version": None, "error": repr(exc)}
+                reason = f"{type(exc).__name__}: {exc}"[:500]
+                out = {"kind": kind, "outcome": "failed", "version": None, "reason": reason}
             metrics.seconds.observe(time.perf_counter() - t0)
             metrics.runs.labels(outcome=out["outcome"]).inc()
             if out["outcome"] == "promoted" and out.get("version"):
