@@ -49,7 +49,7 @@ class Prepared:
 
 def prepare(
     settings: Settings,
-    dataset: str = "movielens-100k",
+    dataset: Any = "movielens-100k",
     cold_items: str | None = None,
     cold_seed: int = 0,
     encoder_path: Path | None = None,
@@ -60,7 +60,7 @@ def prepare(
     the cutoff is recorded in the version's manifest as ``train_until_ts``."""
     from stream_rec.data.movielens import load_movielens
 
-    ds = load_movielens(dataset, settings.home)
+    ds = load_movielens(dataset, settings.home) if isinstance(dataset, str) else dataset
     if until_quantile is not None:
         cut_at_quantile(ds, until_quantile)
     split = make_split(ds)

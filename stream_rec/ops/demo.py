@@ -423,5 +423,6 @@ class Show:
 
 
 def _title(item: Any) -> str:
-    year = item.attributes.get("year") if isinstance(item.attributes, dict) else None
-    return f"{item.title} ({year})" if year else item.title
+    attrs = item.attributes() if callable(item.attributes) else item.attributes
+    year = attrs.get("year")
+    return f"{item.title} ({year})" if year else str(item.title)

@@ -173,7 +173,7 @@ def full_train(
         "interactions": len(ds.interactions),
         "items": len(ds.items),
         "users": len({x.user_id for x in ds.interactions}),
-        "bad_rows": dict(ds.bad_rows),
+        "bad_rows": dict(getattr(ds, "bad_rows", {})),
     }
     try:
         prepared = prepare(settings, ds, encoder_path=settings.encoder_path)
