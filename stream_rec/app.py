@@ -100,6 +100,11 @@ def load_scorer(settings: Settings) -> Scorer:
             "model (the trainer bootstraps it from the topics)",
             root,
         )
+        # Import the model runtime now, at start: on the swap it would hold the interpreter
+        # (seconds of imports) while events wait.
+        from stream_rec.model.runtime import choose_providers
+
+        choose_providers(settings.device)
         return PopularityCooccurrenceScorer()
     from stream_rec.model.runtime import OnnxScorer
 

@@ -358,6 +358,9 @@ def demo(
     ] = 3000,
     limit: Annotated[int | None, typer.Option(help="At most N live events.")] = None,
     keep_broker: Annotated[bool, typer.Option(help="Leave the broker running.")] = False,
+    keep: Annotated[
+        bool, typer.Option(help="Keep the run's topics and model registry (deleted by default).")
+    ] = False,
 ) -> None:
     """End to end: broker, topics, worker, trainer, MovieLens replay; the fallback serves until
     the trainer's first model (trained from the topics) takes over; live table and hit rates."""
@@ -372,6 +375,7 @@ def demo(
             model_events=model_events,
             limit=limit,
             keep_broker=keep_broker,
+            keep=keep,
         )
     )
 

@@ -22,7 +22,7 @@ from stream_rec.data.movielens import Interaction, MovieLens
 from stream_rec.schemas import InvalidEvent, decode_behavior, decode_item
 from stream_rec.serving.scorer import CatalogItem
 from stream_rec.settings import Settings
-from stream_rec.topics import Topics
+from stream_rec.topics import Topics, topic_partitions
 
 Progress = Callable[[int, int], None]  # (records read, records to read)
 
@@ -60,15 +60,11 @@ async def _read_all(
         max_partition_fetch_bytes=4 * 1024 * 1024,
         **settings.kafka_client_kwargs(),
     )
+    tps = [TopicPartition(topic, p) for p in await topic_partitions(settings, topic)]
+    if not tps:
+        return [], done
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            await consumer.topics()
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        if not tps:
-            return [], done
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         starts = await consumer.beginning_offsets(tps)

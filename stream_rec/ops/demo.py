@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -123,6 +124,7 @@ def run_demo(
     model_events: int,
     limit: int | None,
     keep_broker: bool,
+    keep: bool = False,
 ) -> int:
     broker = broker_from_settings(settings)
     started_broker = False
@@ -203,10 +205,32 @@ def run_demo(
                 p.wait(60)
             except subprocess.TimeoutExpired:
                 p.kill()
+        if keep:
+            console.print(f"kept: topics {prefix}*, logs and registry in {run_dir}")
+        else:
+            _clean_up(demo_settings, prefix, run_dir, logs)
         if started_broker and not keep_broker:
             with console.status("stopping the broker…"):
                 broker.stop()
-        console.print(f"logs and registry of this run: {run_dir}")
+
+
+def _clean_up(settings: Settings, prefix: str, run_dir: Path, logs: dict[str, Path]) -> None:
+    """Delete the run's topics (its own and the Faust changelogs), tables and registry; keep
+    the two logs."""
+    from stream_rec.topics import delete_topics_with_prefix
+
+    async def delete() -> None:
+        await delete_topics_with_prefix(settings, prefix)
+        await delete_topics_with_prefix(settings, f"{settings.app_id}-")
+
+    try:
+        asyncio.run(delete())
+    except Exception as exc:  # noqa: BLE001 - cleaning up must not hide the demo's result
+        console.print(f"[yellow]could not delete the demo topics {prefix}*: {exc}[/yellow]")
+    for child in run_dir.iterdir():
+        if child not in logs.values():
+            shutil.rmtree(child, ignore_errors=True)
+    console.print(f"logs of this run: {run_dir} (--keep keeps its topics and registry)")
 
 
 def _wait_worker(worker: subprocess.Popen[bytes], port: int, prefix: str, log: Path) -> bool:

@@ -83,24 +83,23 @@ def due(
     return None
 
 
-async def topic_sizes(consumer: Any, behavior: str, items: str) -> TopicSizes:
+async def topic_sizes(settings: Settings, consumer: Any) -> TopicSizes:
     """Offsets of the two input topics, read with a group-less aiokafka consumer."""
     from aiokafka import TopicPartition
 
+    from stream_rec.topics import Topics, topic_partitions
+
     async def sizes(topic: str) -> tuple[int, int]:
-        parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            await consumer.topics()  # refresh the metadata once
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        tps = [TopicPartition(topic, p) for p in await topic_partitions(settings, topic)]
         if not tps:
             return 0, 0
         ends = await consumer.end_offsets(tps)
         starts = await consumer.beginning_offsets(tps)
         return sum(ends[tp] - starts[tp] for tp in tps), sum(ends.values())
 
-    events, written = await sizes(behavior)
-    n_items, _ = await sizes(items)
+    topics = Topics(settings.topic_prefix)
+    events, written = await sizes(topics.behavior)
+    n_items, _ = await sizes(topics.items)
     return TopicSizes(events=events, written=written, items=n_items)
 
 

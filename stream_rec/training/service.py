@@ -390,11 +390,11 @@ async def run_trainer(settings: Settings, *, once: bool = False, full_poll_s: fl
 
         if not registry.is_empty(root) and full.read_state(root) is None:
             # A registry trained elsewhere (stream-rec train): the schedule starts now.
-            sizes = await full.topic_sizes(offsets_consumer, topics.behavior, topics.items)
+            sizes = await full.topic_sizes(settings, offsets_consumer)
             full.write_state(root, {"ts": time.time(), "written": sizes.written})
         waiting_logged = False
         while True:
-            sizes = await full.topic_sizes(offsets_consumer, topics.behavior, topics.items)
+            sizes = await full.topic_sizes(settings, offsets_consumer)
             empty = registry.is_empty(root)
             kind = full.due(settings, sizes, full.read_state(root), empty, time.time())
             if kind is None:
