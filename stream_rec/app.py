@@ -13,6 +13,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -22,8 +23,8 @@ from stream_rec import compat
 from stream_rec.core.session import decode_session
 from stream_rec.metrics import Metrics
 from stream_rec.serving.fallback import PopularityCooccurrenceScorer
-from stream_rec.serving.scorer import CatalogItem, Scorer
-from stream_rec.settings import Settings
+from stream_rec.serving.scorer import CatalogItem, Scorer, serving_state
+from stream_rec.settings import ConfigError, Settings
 from stream_rec.tables import Tables, create_tables
 from stream_rec.topics import Topics
 
@@ -75,20 +76,48 @@ def load_scorer(settings: Settings) -> Scorer:
     """The current version under ``settings.model_path``, else the stream-learned fallback.
 
     An empty registry (no version trained yet) is normal on a first deployment: the fallback
-    serves until the trainer announces a model. A version that exists but fails its checks
-    stops the worker at start with the reason.
+    serves as a cold-start bridge until the trainer bootstraps the first model and announces
+    it. A model path that does not exist, or a current version that fails its checks (sha256,
+    loading), is a configuration error: :class:`ConfigError` with what to fix, and the worker
+    stops at start (exit 2) instead of serving the fallback in silence.
     """
     if settings.model_path is None:
+        log.warning("STREAM_REC_MODEL_PATH is not set: serving the fallback scorer only")
         return PopularityCooccurrenceScorer()
     from stream_rec.model import registry
+
+    root = Path(settings.model_path)
+    if not root.is_dir():
+        what = "is not a folder" if root.exists() else "does not exist"
+        msg = (
+            f"STREAM_REC_MODEL_PATH={root} {what}: point it at the model registry folder "
+            "(an empty folder is fine: the trainer bootstraps the first model into it)"
+        )
+        raise ConfigError(msg)
+    if registry.is_empty(root):
+        log.warning(
+            "model registry %s is empty: serving the fallback scorer, waiting for the first "
+            "model (the trainer bootstraps it from the topics)",
+            root,
+        )
+        # Import the model runtime now, at start: on the swap it would hold the interpreter
+        # (seconds of imports) while events wait.
+        from stream_rec.model.runtime import choose_providers
+
+        choose_providers(settings.device)
+        return PopularityCooccurrenceScorer()
     from stream_rec.model.runtime import OnnxScorer
 
     try:
-        version_dir = registry.resolve(settings.model_path)
-    except registry.RegistryError as exc:
-        log.warning("no model yet (%s): serving the fallback scorer", exc)
-        return PopularityCooccurrenceScorer()
-    return OnnxScorer(version_dir, settings)
+        version_dir = registry.resolve(root)
+        return OnnxScorer(version_dir, settings)
+    except Exception as exc:  # noqa: BLE001 - any failure to load the current version
+        msg = (
+            f"model registry {root}: the current version cannot be served ({exc}); "
+            "run `stream-rec model rollback` (or `model promote VERSION`) to a good version, "
+            "or re-export it with `stream-rec export`"
+        )
+        raise ConfigError(msg) from None
 
 
 class StreamRecApp(faust.App):
@@ -191,6 +220,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
             {
                 "app_id": settings.app_id,
                 "model_version": holder.current.version,
+                "serving": serving_state(holder.current.version, settings.model_path),
                 "catalog_items": pipeline.catalog_size,
                 "catalog_caught_up": pipeline.catalog_caught_up,
                 "assignment": assignment,

@@ -122,8 +122,12 @@ def worker(
     from stream_rec.topics import create_topics_sync
 
     settings = _settings(web_port=web_port, data_dir=data_dir)
+    try:
+        pipeline = create_app(settings)
+    except ConfigError as exc:
+        console.print(f"[red]worker: {exc}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from None
     create_topics_sync(settings)
-    pipeline = create_app(settings)
     w = Worker(pipeline.app, loglevel=settings.log_level, console_port=0)
     w.execute_from_commandline()
 
@@ -338,21 +342,42 @@ def simulate(
 
 @app.command()
 def demo(
-    users: Annotated[int, typer.Option(help="Users to replay.")] = 300,
-    rate: Annotated[
-        float,
+    users: Annotated[
+        int | None, typer.Option(help="Replay only the first N users (default: all).")
+    ] = None,
+    history: Annotated[
+        int,
         typer.Option(
-            help="Behaviour events per second (the default stays well under one worker's "
-            "capacity on 2 cores, so the latency shown is scoring, not queueing)."
+            help="Events replayed first, as fast as the worker takes them; the trainer "
+            "bootstraps the first model from the topics once they are in."
         ),
-    ] = 100.0,
-    limit: Annotated[int | None, typer.Option(help="Stop after N events.")] = 3000,
+    ] = 20000,
+    rate: Annotated[float, typer.Option(help="Live behaviour events per second.")] = 100.0,
+    model_events: Annotated[
+        int, typer.Option(help="End once the model has answered this many live events.")
+    ] = 3000,
+    limit: Annotated[int | None, typer.Option(help="At most N live events.")] = None,
     keep_broker: Annotated[bool, typer.Option(help="Leave the broker running.")] = False,
+    keep: Annotated[
+        bool, typer.Option(help="Keep the run's topics and model registry (deleted by default).")
+    ] = False,
 ) -> None:
-    """Everything end to end: broker, topics, worker, MovieLens replay, live recommendations."""
+    """End to end: broker, topics, worker, trainer, MovieLens replay; the fallback serves until
+    the trainer's first model (trained from the topics) takes over; live table and hit rates."""
     from stream_rec.ops.demo import run_demo
 
-    sys.exit(run_demo(_settings(), users=users, rate=rate, limit=limit, keep_broker=keep_broker))
+    sys.exit(
+        run_demo(
+            _settings(),
+            users=users,
+            rate=rate,
+            history=history,
+            model_events=model_events,
+            limit=limit,
+            keep_broker=keep_broker,
+            keep=keep,
+        )
+    )
 
 
 @bench_app.command("pipeline")

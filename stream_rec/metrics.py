@@ -56,6 +56,11 @@ class Metrics:
         self.model_info = Gauge(
             "stream_rec_model_info", "Serving model version (value 1)", ["version"], registry=r
         )
+        self.serving_fallback = Gauge(
+            "stream_rec_serving_fallback",
+            "1 while the fallback scorer serves (no model yet: serving fallback, waiting for "
+            "first model), 0 once a trained model serves", registry=r,
+        )  # fmt: skip
         self.consumer_lag = Gauge(
             "stream_rec_consumer_lag",
             "Messages not yet committed by this worker's consumer group, per assigned input "
@@ -76,3 +81,4 @@ class Metrics:
     def set_model(self, version: str) -> None:
         self.model_info.clear()
         self.model_info.labels(version=version).set(1)
+        self.serving_fallback.set(1 if version.startswith("fallback") else 0)

@@ -197,6 +197,42 @@ class Settings(BaseSettings):
         1e-3, gt=0, le=1.0, description="Learning rate of the LoRA adapters in a fine-tune."
     )
 
+    # --- full training from the topics (bootstrap, periodic retrain) ---------------------------
+    bootstrap_min_events: int = Field(
+        5000,
+        ge=1,
+        description="With an empty registry, the trainer trains the first model from the topics "
+        "once the behavior topic holds at least this many events (and the items topic at least "
+        "2 items); until then the workers serve the fallback, waiting for the first model.",
+    )
+    retrain_every_events: int = Field(
+        0,
+        ge=0,
+        description="A full retrain from the topics after this many new behaviour events since "
+        "the last full training (0 = off); promoted through the fine-tunes' gate.",
+    )
+    retrain_every_hours: float = Field(
+        24.0,
+        ge=0,
+        description="A full retrain from the topics this many hours after the last full training "
+        "(0 = off); promoted through the fine-tunes' gate.",
+    )
+    encoder_path: Path | None = Field(
+        None,
+        description="Hugging Face encoder folder the trainer's full trainings read item text "
+        "with (loaded offline); unset = the bundled all-MiniLM-L6-v2.",
+    )
+    train_epochs: int = Field(
+        60, ge=1, le=1000, description="Most epochs of a full training (early stopping)."
+    )
+    train_dim: int = Field(64, ge=8, le=1024, description="Embedding size of a full training.")
+    train_layers: int = Field(
+        2, ge=1, le=12, description="Transformer blocks of the user tower in a full training."
+    )
+    train_max_len: int = Field(
+        200, ge=2, le=4096, description="Longest history the user tower reads (full training)."
+    )
+
     # --- local tooling -------------------------------------------------------------------------
     home: Path = Field(
         default_factory=_default_home,

@@ -88,6 +88,13 @@ async def _admin(settings: Settings) -> AsyncIterator[Any]:
         await admin.close()
 
 
+async def topic_partitions(settings: Settings, topic: str) -> list[int]:
+    """The partition numbers of ``topic`` (empty if it does not exist)."""
+    async with _admin(settings) as admin:
+        described = await admin.describe_topics([topic])
+    return sorted(p["partition"] for d in described if not d["error_code"] for p in d["partitions"])
+
+
 async def create_topics(settings: Settings) -> dict[str, str]:
     """Create every topic that is missing; return {topic: 'created'|'exists'}."""
     from aiokafka.admin import NewTopic

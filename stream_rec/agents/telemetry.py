@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from stream_rec.agents.watchdog import input_offsets
 from stream_rec.schemas import encode
+from stream_rec.serving.scorer import serving_state
 
 if TYPE_CHECKING:
     from stream_rec.app import Pipeline
@@ -109,6 +110,7 @@ def build_snapshot(
     model_version: str,
     catalog_size: int,
     lag: Lag,
+    serving: str = "model",
 ) -> dict[str, Any]:
     """The snapshot published on the metrics topic (plain, JSON-safe values only)."""
     families = {f.name: f for f in registry.collect()}
@@ -135,6 +137,7 @@ def build_snapshot(
         "worker": worker,
         "ts": ts,
         "model_version": model_version,
+        "serving": serving,
         "catalog_items": int(catalog_size),
         "events_in": events_in,
         "events_in_total": sum(sum(v.values()) for v in events_in.values()),
@@ -231,6 +234,7 @@ def register(pipeline: Pipeline) -> None:
             model_version=pipeline.scorer.current.version,
             catalog_size=pipeline.catalog_size,
             lag=last_lag,
+            serving=serving_state(pipeline.scorer.current.version, settings.model_path),
         )
         try:
             await topic.send(key=me.encode(), value=encode(snap, settings.output_codec))

@@ -40,7 +40,7 @@ from stream_rec.data.frame import Dataset, DatasetError, Interaction, Item
 from stream_rec.schemas import Behavior, InvalidEvent, decode_behavior, decode_item
 from stream_rec.serving.scorer import CatalogItem
 from stream_rec.settings import Settings
-from stream_rec.topics import Topics
+from stream_rec.topics import Topics, topic_partitions
 
 Progress = Callable[[int, int], None]
 """Called with (messages read, messages to read) while a Kafka source is read."""
@@ -105,7 +105,7 @@ async def read_kafka(
     ``since`` (epoch seconds): only behaviour events with ``ts >= since``; the read of each
     partition starts at the first message appended at or after ``since``
     (``offsets_for_times``), so older history is not fetched at all."""
-    from aiokafka import AIOKafkaConsumer
+    from aiokafka import AIOKafkaConsumer, TopicPartition
 
     topics = Topics(settings.topic_prefix)
     consumer = AIOKafkaConsumer(
@@ -115,11 +115,16 @@ async def read_kafka(
         auto_offset_reset="earliest",
         **settings.kafka_client_kwargs(),
     )
+    # the admin client: a consumer without a group never learns a topic's partitions
+    item_tps = [
+        TopicPartition(topics.items, p) for p in await topic_partitions(settings, topics.items)
+    ]
+    beh_tps = [
+        TopicPartition(topics.behavior, p)
+        for p in await topic_partitions(settings, topics.behavior)
+    ]
     await consumer.start()
     try:
-        await consumer.topics()  # a metadata fetch: partitions of every topic
-        item_tps = _partitions(consumer, topics.items)
-        beh_tps = _partitions(consumer, topics.behavior)
         ends = await consumer.end_offsets(item_tps + beh_tps)
         starts = await consumer.beginning_offsets(item_tps + beh_tps)
         if since is not None and beh_tps:
@@ -189,13 +194,6 @@ def load_kafka(
     """:func:`read_kafka` from synchronous code (its own event loop; call it off any running
     loop, e.g. from a worker thread)."""
     return asyncio.run(read_kafka(settings, since=since, progress=progress))
-
-
-def _partitions(consumer: Any, topic: str) -> list[Any]:
-    from aiokafka import TopicPartition
-
-    parts = consumer.partitions_for_topic(topic) or set()
-    return [TopicPartition(topic, p) for p in sorted(parts)]
 
 
 async def _drain(

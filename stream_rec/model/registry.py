@@ -130,6 +130,17 @@ def resolve(path: Path, version: str | None = None) -> Path:
     return found[-1]
 
 
+def is_empty(root: Path) -> bool:
+    """True for a registry folder with no version yet (a first deployment, before the
+    trainer's bootstrap); a folder holding one exported version is not empty."""
+    root = Path(root)
+    return (
+        not (root / MANIFEST).is_file()
+        and not (root / CURRENT).is_file()
+        and not (list_versions(root))
+    )
+
+
 def list_versions(root: Path) -> list[str]:
     versions = Path(root) / "versions"
     return sorted(p.name for p in versions.glob("*") if (p / MANIFEST).is_file())

@@ -9,6 +9,7 @@ always sees one consistent catalogue.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Iterable, Sequence
@@ -27,8 +28,10 @@ Precision = Literal["auto", "fp32", "int8", "fp16"]
 REASON_WINDOW = 10
 
 
+@functools.cache
 def cuda_available() -> bool:
-    """CUDA only when a device is really there (the GPU wheel lists the provider regardless)."""
+    """CUDA only when a device is really there (the GPU wheel lists the provider regardless).
+    Asked once per process: the first answer imports torch, seconds of CPU."""
     try:
         import torch
 

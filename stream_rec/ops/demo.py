@@ -1,9 +1,22 @@
-"""``stream-rec demo``: the whole pipeline on one machine, end to end.
+"""``stream-rec demo``: the whole pipeline on one machine, end to end, model included.
 
-Starts the local broker (if not running), creates the topics, starts one ``stream-rec worker``
-process, replays MovieLens-100K (items, then a few hundred users' ratings in time order, stamped
-with the send time), and shows the recommendations as they arrive: user, the movie just rated,
-the top recommendations with titles, and event→recommendation latency. Then stops what it started.
+Starts the local broker (if not running), creates a fresh set of topics, an empty model registry,
+one ``stream-rec worker`` and one ``stream-rec trainer`` process, and replays MovieLens-100K in
+time order (items first, then ratings as ``rate`` events stamped with the send time):
+
+1. **history** — the first ``history`` events as fast as the worker takes them. The worker
+   serves the fallback scorer (the cold-start bridge: "waiting for first model") and the trainer
+   sees the behaviour topic fill up;
+2. **live** — the following events at ``rate`` events/s, shown in a live table. Once the topic
+   held ``history`` events the trainer bootstrapped the first model from the topics (a
+   demo-sized configuration), exported and announced it; the worker swaps to it between two
+   micro-batches and the table shows the new version with its "because you watched …" reasons.
+   The live phase ends once the model has answered ``model_events`` events (or after ``limit``
+   live events).
+
+At the end it prints the event→recommendation latency of the live phase and the online hit rate
+(the user's next interaction among the 10 recommended items) of the live events answered by the
+fallback and of those answered by the model, on the same replay. Then stops what it started.
 """
 
 from __future__ import annotations
@@ -11,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,15 +32,19 @@ import sys
 import time
 import urllib.request
 from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from stream_rec.data.movielens import load_movielens
 from stream_rec.ops.broker import BrokerError, broker_from_settings
-from stream_rec.ops.replay import replay
+from stream_rec.ops.replay import replay, select_events
 from stream_rec.settings import Settings
 from stream_rec.topics import Topics, create_topics_sync
 
@@ -39,7 +57,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _status(port: int) -> dict[str, object] | None:
+# The demo-sized model: trains in well under a minute on 2 cores (STREAM_REC_TRAIN_*).
+DEMO_TRAIN_ENV = {
+    "STREAM_REC_TRAIN_EPOCHS": "10",
+    "STREAM_REC_TRAIN_DIM": "32",
+    "STREAM_REC_TRAIN_LAYERS": "1",
+    "STREAM_REC_TRAIN_MAX_LEN": "50",
+}
+
+
+def _status(port: int) -> dict[str, Any] | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/stream-rec/status", timeout=2) as r:  # noqa: S310
             return dict(json.loads(r.read()))
@@ -47,15 +74,57 @@ def _status(port: int) -> dict[str, object] | None:
         return None
 
 
-def _percentile(xs: list[float], q: float) -> float:
+def percentile(xs: Sequence[float], q: float) -> float:
     if not xs:
         return float("nan")
     s = sorted(xs)
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
+def is_fallback(version: str) -> bool:
+    return version.startswith("fallback")
+
+
+@dataclass
+class HitRates:
+    """Online hit rate: was the user's next interaction among the recommended items?"""
+
+    k: int = 10
+    n: dict[str, int] = field(default_factory=lambda: {"fallback": 0, "model": 0})
+    hits: dict[str, int] = field(default_factory=lambda: {"fallback": 0, "model": 0})
+
+    def add(self, period: str, next_item: str | None, items: Sequence[str]) -> None:
+        if next_item is None:  # the user's last interaction: nothing to hit
+            return
+        self.n[period] += 1
+        self.hits[period] += int(next_item in items[: self.k])
+
+    def rate(self, period: str) -> float:
+        return self.hits[period] / self.n[period] if self.n[period] else float("nan")
+
+
+def next_items(events: Sequence[Any]) -> dict[tuple[str, int], str | None]:
+    """(user, n-th event of that user) → the item of the user's following event, if any."""
+    by_user: dict[str, list[str]] = {}
+    for x in events:
+        by_user.setdefault(x.user_id, []).append(x.item_id)
+    out: dict[tuple[str, int], str | None] = {}
+    for user, items in by_user.items():
+        for n in range(len(items)):
+            out[(user, n)] = items[n + 1] if n + 1 < len(items) else None
+    return out
+
+
 def run_demo(
-    settings: Settings, *, users: int, rate: float, limit: int | None, keep_broker: bool
+    settings: Settings,
+    *,
+    users: int | None,
+    rate: float,
+    history: int,
+    model_events: int,
+    limit: int | None,
+    keep_broker: bool,
+    keep: bool = False,
 ) -> int:
     broker = broker_from_settings(settings)
     started_broker = False
@@ -70,48 +139,98 @@ def run_demo(
     # A fresh namespace per run, so the demo never mixes with earlier runs' topics or state.
     run_id = time.strftime("%Y%m%d-%H%M%S")
     prefix = f"{settings.topic_prefix}demo-{run_id}."
+    run_dir = settings.home / "demo" / run_id
+    registry = run_dir / "registry"
+    registry.mkdir(parents=True, exist_ok=True)  # empty: the trainer bootstraps the first model
     demo_settings = settings.model_copy(
         update={
             "topic_prefix": prefix,
             "app_id": f"{settings.app_id}-demo-{run_id}",
-            "data_dir": settings.home / "demo" / run_id,
+            "data_dir": run_dir / "worker",
             "web_port": _free_port(),
+            "model_path": registry,
         }
     )
     with console.status("loading MovieLens-100K…"):
         ds = load_movielens("movielens-100k", settings.home)
+    events = select_events(ds, users, None)
+    if len(events) <= history:
+        console.print(f"[red]demo: only {len(events)} events; --history must be smaller[/red]")
+        return 2
+    live_events = events[history : history + limit] if limit else events[history:]
     create_topics_sync(demo_settings)
     env = {
         **os.environ,
         "STREAM_REC_TOPIC_PREFIX": prefix,
         "STREAM_REC_APP_ID": demo_settings.app_id,
+        "STREAM_REC_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "STREAM_REC_MODEL_PATH": str(registry),
+        "STREAM_REC_LOG_LEVEL": "info",
+    }
+    worker_env = {
+        **env,
         "STREAM_REC_DATA_DIR": str(demo_settings.data_dir),
         "STREAM_REC_WEB_PORT": str(demo_settings.web_port),
-        "STREAM_REC_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "STREAM_REC_LOG_LEVEL": "warning",
     }
-    log_path = settings.home / "demo" / f"worker-{run_id}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "wb") as log:
-        worker = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "stream_rec", "worker"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    trainer_env = {
+        **env,
+        **DEMO_TRAIN_ENV,
+        "STREAM_REC_DATA_DIR": str(run_dir / "trainer"),
+        "STREAM_REC_WEB_PORT": "0",
+        "STREAM_REC_BOOTSTRAP_MIN_EVENTS": str(history),
+        "STREAM_REC_RETRAIN_EVERY_HOURS": "0",
+    }
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = {name: run_dir / f"{name}.log" for name in ("worker", "trainer")}
+    for name, penv in (("worker", worker_env), ("trainer", trainer_env)):
+        with open(logs[name], "wb") as log:
+            procs.append(
+                subprocess.Popen(  # noqa: S603
+                    [sys.executable, "-m", "stream_rec", name],
+                    env=penv,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
     try:
-        if not _wait_worker(worker, demo_settings.web_port, prefix, log_path):
+        if not _wait_worker(procs[0], demo_settings.web_port, prefix, logs["worker"]):
             return 1
-        return asyncio.run(_replay_and_show(demo_settings, ds, users, rate, limit))
+        show = Show(demo_settings, ds, events, history, live_events, rate, model_events, logs)
+        return asyncio.run(show.run(procs[1]))
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if keep:
+            console.print(f"kept: topics {prefix}*, logs and registry in {run_dir}")
+        else:
+            _clean_up(demo_settings, prefix, run_dir, logs)
         if started_broker and not keep_broker:
             with console.status("stopping the broker…"):
                 broker.stop()
+
+
+def _clean_up(settings: Settings, prefix: str, run_dir: Path, logs: dict[str, Path]) -> None:
+    """Delete the run's topics (its own and the Faust changelogs), tables and registry; keep
+    the two logs."""
+    from stream_rec.topics import delete_topics_with_prefix
+
+    async def delete() -> None:
+        await delete_topics_with_prefix(settings, prefix)
+        await delete_topics_with_prefix(settings, f"{settings.app_id}-")
+
+    try:
+        asyncio.run(delete())
+    except Exception as exc:  # noqa: BLE001 - cleaning up must not hide the demo's result
+        console.print(f"[yellow]could not delete the demo topics {prefix}*: {exc}[/yellow]")
+    for child in run_dir.iterdir():
+        if child not in logs.values():
+            shutil.rmtree(child, ignore_errors=True)
+    console.print(f"logs of this run: {run_dir} (--keep keeps its topics and registry)")
 
 
 def _wait_worker(worker: subprocess.Popen[bytes], port: int, prefix: str, log: Path) -> bool:
@@ -122,7 +241,7 @@ def _wait_worker(worker: subprocess.Popen[bytes], port: int, prefix: str, log: P
                 console.print(f"[red]worker exited ({worker.returncode}); see {log}[/red]")
                 return False
             st = _status(port)
-            assigned = st and any(str(a).startswith(f"{prefix}behavior") for a in st["assignment"])  # type: ignore[attr-defined]
+            assigned = st and any(str(a).startswith(f"{prefix}behavior") for a in st["assignment"])
             if st and assigned and not st["rebalancing"]:
                 return True
             time.sleep(0.5)
@@ -130,88 +249,204 @@ def _wait_worker(worker: subprocess.Popen[bytes], port: int, prefix: str, log: P
     return False
 
 
-async def _replay_and_show(
-    settings: Settings, ds: object, users: int, rate: float, limit: int | None
-) -> int:
-    from aiokafka import AIOKafkaConsumer
+class Show:
+    """Replays the two phases, follows the recommendations, renders the live table."""
 
-    from stream_rec.data.frame import Dataset
+    def __init__(
+        self,
+        settings: Settings,
+        ds: Any,
+        events: Sequence[Any],
+        history: int,
+        live_events: Sequence[Any],
+        rate: float,
+        model_events: int,
+        logs: dict[str, Path],
+    ) -> None:
+        self.settings, self.ds, self.rate = settings, ds, rate
+        self.history, self.live_events, self.model_events = history, live_events, model_events
+        self.logs = logs
+        self.titles = {iid: _title(it) for iid, it in ds.items.items()}
+        self.next = next_items(events)
+        self.history_events = events[:history]
+        self.hit = HitRates(k=10)
+        # (user, event ts) → (n-th event of that user, item, live?) for each event sent
+        self.sent: dict[tuple[str, float], tuple[int, str, bool]] = {}
+        self.count: dict[str, int] = {}
+        self.n_sent = self.received = self.live_received = self.model_answers = 0
+        self.latencies: list[float] = []
+        self.rows: deque[tuple[str, ...]] = deque(maxlen=10)
+        self.phase = "history"
+        self.swap: tuple[str, float] | None = None  # (version, seconds after the history)
+        self.history_done_at: float | None = None
+        self.t0 = time.monotonic()
 
-    assert isinstance(ds, Dataset)  # noqa: S101 - narrowing for the type checker
-    titles = {
-        iid: f"{it.title} ({y})" if (y := it.attributes.get("year")) else it.title
-        for iid, it in ds.items.items()
-    }
-    topics = Topics(settings.topic_prefix)
-    consumer = AIOKafkaConsumer(
-        topics.recommendations,
-        bootstrap_servers=settings.bootstrap_list,
-        group_id=None,
-        auto_offset_reset="earliest",
-        **settings.kafka_client_kwargs(),
-    )
-    await consumer.start()
-    rated: dict[tuple[str, float], str] = {}  # (user, event ts) → the item of that event
-    latencies: list[float] = []
-    rows: deque[tuple[str, str, str, str, str]] = deque(maxlen=12)
-    sent = 0
+    def on_send(self, x: Any, ts: float) -> None:
+        n = self.count.get(x.user_id, 0)
+        self.count[x.user_id] = n + 1
+        self.sent[(x.user_id, ts)] = (n, x.item_id, self.phase == "live")
+        self.n_sent += 1
 
-    def on_send(x: object, ts: float) -> None:
-        nonlocal sent
-        sent += 1
-        rated[(x.user_id, ts)] = x.item_id  # type: ignore[attr-defined]
-
-    def render() -> Table:
-        t = Table(
-            title=f"live recommendations — {len(latencies)} received / {sent} events sent",
-            caption=(
-                f"event→recommendation latency p50 {1000 * _percentile(latencies, 0.5):.1f} ms, "
-                f"p95 {1000 * _percentile(latencies, 0.95):.1f} ms, "
-                f"p99 {1000 * _percentile(latencies, 0.99):.1f} ms"
-            ),
+    def on_rec(self, rec: dict[str, Any], now: float) -> None:
+        self.received += 1
+        version = str(rec["model_version"])
+        n, item, live = self.sent.get((rec["user_id"], rec["event_ts"]), (-1, "", False))
+        if not live:
+            return
+        self.live_received += 1
+        self.latencies.append(max(0.0, now - rec["event_ts"]))
+        items = [i["item_id"] for i in rec["items"]]
+        period = "fallback" if is_fallback(version) else "model"
+        self.hit.add(period, self.next.get((rec["user_id"], n)), items)
+        if period == "model":
+            self.model_answers += 1
+            if self.swap is None:
+                self.swap = (version, time.monotonic() - (self.history_done_at or self.t0))
+        top = rec["items"][0] if rec["items"] else {}
+        self.rows.append(
+            (
+                rec["user_id"],
+                self.titles.get(item, item),
+                "; ".join(self.titles.get(i, i) for i in items[:3]),
+                str(top.get("reason") or "–"),
+                version,
+                f"{1000 * (now - rec['event_ts']):.1f} ms",
+            )
         )
-        for col in ("user", "just rated", "top 3 recommendations", "model", "latency"):
-            t.add_column(col)
-        for r in rows:
-            t.add_row(*r)
-        return t
 
-    replay_task = asyncio.create_task(
-        replay(settings, ds, users=users, limit=limit, rate=rate, on_send=on_send)
-    )
-    received = 0
-    idle_since = time.monotonic()
-    with Live(render(), console=console, refresh_per_second=4) as live:
-        while True:
-            batch = await consumer.getmany(timeout_ms=250)
-            now = time.time()
-            for recs in batch.values():
-                for r in recs:
-                    rec = json.loads(r.value)
-                    received += 1
-                    latencies.append(max(0.0, now - rec["event_ts"]))
-                    top = "; ".join(
-                        titles.get(i["item_id"], i["item_id"]) for i in rec["items"][:3]
-                    )
-                    rows.append(
-                        (
-                            rec["user_id"],
-                            titles.get(rated.get((rec["user_id"], rec["event_ts"]), ""), "?"),
-                            top,
-                            rec["model_version"],
-                            f"{1000 * (now - rec['event_ts']):.1f} ms",
-                        )
-                    )
-            if batch:
-                idle_since = time.monotonic()
-            live.update(render())
-            if replay_task.done() and (received >= sent or time.monotonic() - idle_since > 15):
-                break
-    await consumer.stop()
-    stats = replay_task.result()
-    console.print(
-        f"replayed {stats.items} items and {stats.events} events at {rate:.0f}/s; "
-        f"{received} recommendations; latency p50 {1000 * _percentile(latencies, 0.5):.1f} ms, "
-        f"p99 {1000 * _percentile(latencies, 0.99):.1f} ms"
-    )
-    return 0 if received >= stats.events else 1
+    def render(self) -> Group:
+        t = Table(
+            title=f"live recommendations — {self.live_received} received / "
+            f"{max(0, self.n_sent - self.history)} live events sent",
+            caption=f"event→recommendation latency (live) p50 "
+            f"{1000 * percentile(self.latencies, 0.5):.1f} ms, p95 "
+            f"{1000 * percentile(self.latencies, 0.95):.1f} ms, p99 "
+            f"{1000 * percentile(self.latencies, 0.99):.1f} ms",
+        )
+        for col in ("user", "just rated", "top 3 recommendations", "why (top 1)", "model",
+                    "latency"):  # fmt: skip
+            t.add_column(col, overflow="fold")
+        for r in self.rows:
+            t.add_row(*r)
+        return Group(Text(self.stage(), style="bold"), t)
+
+    def stage(self) -> str:
+        elapsed = time.monotonic() - self.t0
+        if self.phase == "history":
+            return (
+                f"[{elapsed:5.0f} s] history: {self.n_sent}/{self.history} events replayed, "
+                f"{self.received} answered by the fallback (waiting for first model)"
+            )
+        if self.swap is None:
+            since = time.monotonic() - (self.history_done_at or self.t0)
+            return (
+                f"[{elapsed:5.0f} s] live at {self.rate:.0f}/s, served by the fallback; the "
+                f"trainer is training the first model from the topics ({since:.0f} s; "
+                f"{self.logs['trainer']})"
+            )
+        return (
+            f"[{elapsed:5.0f} s] model {self.swap[0]} serving since {self.swap[1]:.0f} s into "
+            f"the live phase: {self.model_answers}/{self.model_events} events answered by it"
+        )
+
+    async def run(self, trainer: subprocess.Popen[bytes]) -> int:
+        from aiokafka import AIOKafkaConsumer
+
+        topics = Topics(self.settings.topic_prefix)
+        consumer = AIOKafkaConsumer(
+            topics.recommendations,
+            bootstrap_servers=self.settings.bootstrap_list,
+            group_id=None,
+            auto_offset_reset="earliest",
+            **self.settings.kafka_client_kwargs(),
+        )
+        await consumer.start()
+        task = asyncio.create_task(
+            replay(self.settings, self.ds, events=self.history_events, on_send=self.on_send)
+        )
+        ok = True
+        try:
+            with Live(self.render(), console=console, refresh_per_second=4) as live:
+                await self._follow(
+                    consumer, live, lambda: task.done() and self.received >= self.history
+                )
+                self.phase, self.history_done_at = "live", time.monotonic()
+                task = asyncio.create_task(
+                    replay(
+                        self.settings,
+                        self.ds,
+                        events=self.live_events,
+                        rate=self.rate,
+                        send_items=False,
+                        on_send=self.on_send,
+                    )  # fmt: skip
+                )
+                await self._follow(consumer, live, lambda: self._live_done(task, trainer))
+                if not task.done():
+                    task.cancel()
+                # what is already sent gets its answer
+                deadline = time.monotonic() + 30
+                while self.received < self.n_sent and time.monotonic() < deadline:
+                    await self._poll(consumer, live)
+        finally:
+            await consumer.stop()
+            if not task.done():
+                task.cancel()
+        ok = self.report(trainer)
+        return 0 if ok else 1
+
+    def _live_done(self, task: asyncio.Task[Any], trainer: subprocess.Popen[bytes]) -> bool:
+        if self.model_answers >= self.model_events:
+            return True
+        if trainer.poll() is not None and self.swap is None:
+            return True  # the trainer died: no model will come
+        return task.done() and self.received >= self.n_sent
+
+    async def _follow(self, consumer: Any, live: Live, done: Any) -> None:
+        while not done():
+            await self._poll(consumer, live)
+
+    async def _poll(self, consumer: Any, live: Live) -> None:
+        batch = await consumer.getmany(timeout_ms=250)
+        now = time.time()
+        for recs in batch.values():
+            for r in recs:
+                self.on_rec(json.loads(r.value), now)
+        live.update(self.render())
+
+    def report(self, trainer: subprocess.Popen[bytes]) -> bool:
+        wall = time.monotonic() - self.t0
+        console.print(
+            f"replayed {self.n_sent} events ({self.history} history, "
+            f"{self.n_sent - self.history} live at {self.rate:.0f}/s) in {wall:.0f} s; "
+            f"{self.received} recommendations"
+        )
+        console.print(
+            f"live latency p50 {1000 * percentile(self.latencies, 0.5):.1f} ms, "
+            f"p99 {1000 * percentile(self.latencies, 0.99):.1f} ms"
+        )
+        t = Table(title="online hit rate: the user's next interaction in the top 10")
+        for col in ("served by", "live events", "HR@10"):
+            t.add_column(col)
+        for period in ("fallback", "model"):
+            t.add_row(period, str(self.hit.n[period]), f"{self.hit.rate(period):.4f}")
+        console.print(t)
+        if self.swap is None:
+            state = "exited" if trainer.poll() is not None else "still training"
+            console.print(f"[red]the model never served (trainer {state}); see "
+                          f"{self.logs['trainer']}[/red]")  # fmt: skip
+            return False
+        console.print(
+            f"model {self.swap[0]} took over {self.swap[1]:.0f} s into the live phase "
+            "(bootstrap from the topics, export, announcement, swap)"
+        )
+        if self.received < self.n_sent:
+            console.print(f"[red]{self.n_sent - self.received} events got no answer[/red]")
+            return False
+        return True
+
+
+def _title(item: Any) -> str:
+    attrs = item.attributes() if callable(item.attributes) else item.attributes
+    year = attrs.get("year")
+    return f"{item.title} ({year})" if year else str(item.title)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from stream_rec.data.frame import Dataset, Interaction, Item
@@ -75,7 +75,10 @@ async def replay(
     keep_ts: bool = False,
     send_items: bool = True,
     on_send: object = None,
+    events: Sequence[Interaction] | None = None,
 ) -> ReplayStats:
+    """Items, then behaviour events: ``events`` if given, else the chosen users' events in
+    time order (``select_events``)."""
     topics = Topics(settings.topic_prefix)
     producer = make_producer(settings)
     await producer.start()  # type: ignore[attr-defined]
@@ -90,8 +93,9 @@ async def replay(
                 )
                 stats.items += 1
             await producer.flush()  # type: ignore[attr-defined]
-        await _send_paced(producer, topics.behavior, select_events(ds, users, limit), rate,
-                          keep_ts, stats, on_send)  # fmt: skip
+        if events is None:
+            events = select_events(ds, users, limit)
+        await _send_paced(producer, topics.behavior, events, rate, keep_ts, stats, on_send)
         await producer.flush()  # type: ignore[attr-defined]
     finally:
         await producer.stop()  # type: ignore[attr-defined]

@@ -152,6 +152,7 @@ def build_status(settings: Settings, raw: RawCluster, now: float) -> dict[str, A
         "dead_letters": sum(raw.ends.get((dl, p), 0) for p in raw.partitions.get(dl, [])),
         "model_versions": sorted({str(s.get("model_version")) for s in workers.values()}),
         "model_version": newest.get("model_version") if newest else None,
+        "serving": newest.get("serving") if newest else None,
         "catalog_items": newest.get("catalog_items") if newest else None,
         "workers": workers,
         "last_training": _model_update(raw.model_updates),
@@ -252,12 +253,20 @@ def _fmt(v: Any, spec: str = "") -> str:
     return format(v, spec) if spec else str(v)
 
 
+def _serving_note(serving: object) -> str:
+    """Loud when the fallback serves: the model is what users should get."""
+    if not serving or serving == "model":
+        return ""
+    return f" [bold yellow](serving {serving})[/bold yellow]"
+
+
 def render(doc: dict[str, Any], console: Console) -> None:
     """The terminal view of a status document."""
     console.print(
         f"[bold]stream-rec[/bold] {doc['bootstrap_servers']}  prefix [cyan]{doc['topic_prefix']}"
         f"[/cyan]  group [cyan]{doc['consumer_group']['id']}[/cyan]  "
-        f"model [green]{_fmt(doc['model_version'])}[/green]  "
+        f"model [green]{_fmt(doc['model_version'])}[/green]"
+        f"{_serving_note(doc.get('serving'))}  "
         f"catalogue {_fmt(doc['catalog_items'])}  dead letters [red]{doc['dead_letters']}[/red]"
     )
     t = Table(title=f"topics (throughput over {doc['interval_s']:.1f}s)")

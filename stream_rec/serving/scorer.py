@@ -80,3 +80,14 @@ class Scorer(Protocol):
         """Top-``k`` items per request, best first, never an item in ``exclude``; ``adjust``
         added to the scores before ranking."""
         ...
+
+
+FALLBACK_WAITING = "fallback, waiting for first model"
+FALLBACK_NO_REGISTRY = "fallback, no model registry configured (STREAM_REC_MODEL_PATH)"
+
+
+def serving_state(version: str, model_path: object) -> str:
+    """What a worker serves, in words: ``model``, or the fallback and why."""
+    if not version.startswith("fallback"):
+        return "model"
+    return FALLBACK_WAITING if model_path is not None else FALLBACK_NO_REGISTRY

@@ -16,6 +16,10 @@ Two loops over Kafka, each committing only what it has finished with (at-least-o
   ``promote_tolerance``. Promotion = a registry version written atomically (ONNX export with
   the parity check) + an announcement on ``model-updates`` that every worker follows. A
   failed, crashed or rejected run changes nothing that is served.
+* **full training** — with an empty registry, the first model is trained from the ``items`` and
+  ``behavior`` topics once enough behaviour arrived (bootstrap), and later the model is retrained
+  in full on schedule, through the same gate (:mod:`stream_rec.training.full`). One training run
+  at a time, fine-tune or full.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import asyncio
 import json
 import logging
 import random
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -144,7 +149,7 @@ class Trainer:
         new_dir = finetune_incremental(
             base_dir, seqs, replay, self.root, self.settings,
             epochs=self.settings.finetune_epochs, lr=self.settings.finetune_lr, gate=gate,
-            min_gain=-self.settings.promote_tolerance, make_current=True,
+            min_gain=-self.settings.promote_tolerance, make_current=False,
         )  # fmt: skip
         wall = time.perf_counter() - t0
         self._remember(seqs)
@@ -161,6 +166,13 @@ class Trainer:
         }
         if new_dir is None:
             return Outcome("rejected", None, detail)
+        try:  # what workers will load: never announce a version that fails its own check
+            registry.verify(new_dir)
+        except registry.RegistryError as exc:
+            detail["reason"] = f"the exported version fails its check: {exc}"
+            shutil.rmtree(new_dir, ignore_errors=True)  # nothing may resolve to it
+            return Outcome("failed", None, detail)
+        registry.set_current(self.root, new_dir.name)
         pruned = registry.prune(self.root, self.settings.registry_keep)
         if pruned:
             detail["pruned"] = len(pruned)
@@ -226,7 +238,7 @@ def decode_example(raw: bytes | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-async def run_trainer(settings: Settings, *, once: bool = False) -> None:
+async def run_trainer(settings: Settings, *, once: bool = False, full_poll_s: float = 5.0) -> None:
     """The service: windowing and training loops until cancelled (or one run with ``once``)."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -254,9 +266,14 @@ async def run_trainer(settings: Settings, *, once: bool = False) -> None:
         group_id=f"{settings.app_id}-trainer-requests", enable_auto_commit=False,
         auto_offset_reset="earliest", max_poll_interval_ms=3_600_000, **kw,
     )  # fmt: skip
+    offsets_consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_list, group_id=None, enable_auto_commit=False, **kw
+    )
     await producer.start()
     await ex_consumer.start()
     await req_consumer.start()
+    await offsets_consumer.start()
+    train_lock = asyncio.Lock()  # one training run at a time: fine-tune or full
     windower = Windower(
         settings.window_seconds, settings.window_examples, settings.window_min_examples
     )
@@ -328,10 +345,11 @@ async def run_trainer(settings: Settings, *, once: bool = False) -> None:
             }
             t0 = time.perf_counter()
             try:
-                out = await loop.run_in_executor(None, trainer.run, req)
+                async with train_lock:
+                    out = await loop.run_in_executor(None, trainer.run, req)
             except Exception as exc:  # noqa: BLE001 - a crash changes nothing served
                 log.exception("training run failed")
-                out = Outcome("failed", None, {"error": repr(exc)})
+                out = Outcome("failed", None, {"reason": f"{type(exc).__name__}: {exc}"[:500]})
             metrics.seconds.observe(time.perf_counter() - t0)
             metrics.runs.labels(outcome=out.outcome).inc()
             result = {
@@ -345,15 +363,8 @@ async def run_trainer(settings: Settings, *, once: bool = False) -> None:
                 **{k: v for k, v in out.detail.items() if k != "error"},
             }
             if out.outcome == "promoted" and out.version:
-                await producer.send_and_wait(
-                    topics.model_updates,
-                    encode_announcement(out.version, window=req["window"],
-                                        closed_at=req["closed_at"],
-                                        gate_new=result.get("gate_new")),
-                    key=b"current",
-                )  # fmt: skip
-                metrics.serving.clear()
-                metrics.serving.labels(version=out.version).set(1)
+                await announce(out.version, window=req["window"], closed_at=req["closed_at"],
+                               gate_new=result.get("gate_new"))  # fmt: skip
             await producer.send_and_wait(
                 topics.metrics, encode(result, settings.output_codec), key=b"trainer"
             )
@@ -365,6 +376,63 @@ async def run_trainer(settings: Settings, *, once: bool = False) -> None:
             if once:
                 return
 
+    async def announce(version: str, **fields: Any) -> None:
+        await producer.send_and_wait(
+            topics.model_updates, encode_announcement(version, **fields), key=b"current"
+        )
+        metrics.serving.clear()
+        metrics.serving.labels(version=version).set(1)
+
+    async def full_training() -> None:
+        """Bootstrap the first model from the topics, then retrain on schedule."""
+        from stream_rec.model import registry
+        from stream_rec.training import full
+
+        if not registry.is_empty(root) and full.read_state(root) is None:
+            # A registry trained elsewhere (stream-rec train): the schedule starts now.
+            sizes = await full.topic_sizes(settings, offsets_consumer)
+            full.write_state(root, {"ts": time.time(), "written": sizes.written})
+        waiting_logged = False
+        while True:
+            sizes = await full.topic_sizes(settings, offsets_consumer)
+            empty = registry.is_empty(root)
+            kind = full.due(settings, sizes, full.read_state(root), empty, time.time())
+            if kind is None:
+                if empty and not waiting_logged:
+                    log.info(
+                        "empty registry: the first model trains once %s holds %d behaviour "
+                        "events (now %d) and the items topic some items (now %d)",
+                        topics.behavior, settings.bootstrap_min_events, sizes.events, sizes.items,
+                    )  # fmt: skip
+                    waiting_logged = True
+                await asyncio.sleep(full_poll_s)
+                continue
+            log.info("%s: full training from the topics (%d behaviour events)", kind, sizes.events)
+            t0 = time.perf_counter()
+            try:
+                async with train_lock:
+                    out = await loop.run_in_executor(
+                        None, full.full_train, settings, root, kind, sizes
+                    )
+            except Exception as exc:  # noqa: BLE001 - a crash changes nothing served
+                log.exception("%s failed", kind)
+                reason = f"{type(exc).__name__}: {exc}"[:500]
+                out = {"kind": kind, "outcome": "failed", "version": None, "reason": reason}
+            metrics.seconds.observe(time.perf_counter() - t0)
+            metrics.runs.labels(outcome=out["outcome"]).inc()
+            if out["outcome"] == "promoted" and out.get("version"):
+                trainer.replay = load_replay(root)  # the bootstrap seeds the replay buffer
+                await announce(str(out["version"]), by=kind, gate_new=out.get("gate_new"))
+            result = {"kind": "training_result", "ts": time.time(), "window": None, **out}
+            await producer.send_and_wait(
+                topics.metrics, encode(result, settings.output_codec), key=b"trainer"
+            )
+            log.info(
+                "%s: %s %s (test NDCG@10 %s, serving %s)", kind, out["outcome"],
+                out.get("version"), out.get("gate_new", out.get("test_ndcg10")),
+                out.get("gate_base"),
+            )  # fmt: skip
+
     try:
         if once:
             wtask = asyncio.create_task(windowing())
@@ -373,8 +441,9 @@ async def run_trainer(settings: Settings, *, once: bool = False) -> None:
             finally:
                 wtask.cancel()
         else:
-            await asyncio.gather(windowing(), training())
+            await asyncio.gather(windowing(), training(), full_training())
     finally:
+        await offsets_consumer.stop()
         await ex_consumer.stop()
         await req_consumer.stop()
         await producer.stop()

@@ -74,7 +74,9 @@ def _serving(
     return root, v0, w
 
 
-def _trainer(pipeline: Pipeline, root: Path, **env: str) -> subprocess.Popen[bytes]:
+def _trainer(
+    pipeline: Pipeline, root: Path, fault: str | None = None, **env: str
+) -> subprocess.Popen[bytes]:
     e = {
         **os.environ,
         "STREAM_REC_BOOTSTRAP_SERVERS": pipeline.bootstrap,
@@ -86,8 +88,10 @@ def _trainer(pipeline: Pipeline, root: Path, **env: str) -> subprocess.Popen[byt
         **env,
     }
     log = open(pipeline.tmp / "trainer.log", "ab")  # noqa: SIM115 - owned by the child
-    return subprocess.Popen([sys.executable, "-m", "stream_rec", "trainer"], env=e, cwd=ROOT,
-                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    cmd = ["-m", "tests.integration.fault_trainer", fault] if fault else ["-m", "stream_rec",
+                                                                          "trainer"]  # fmt: skip
+    return subprocess.Popen([sys.executable, *cmd], env=e, cwd=ROOT, stdout=log,
+                            stderr=subprocess.STDOUT)  # fmt: skip
 
 
 def _probe(pipeline: Pipeline, users: list[str], offset: int) -> dict[str, dict[str, object]]:
@@ -101,6 +105,27 @@ def _probe(pipeline: Pipeline, users: list[str], offset: int) -> dict[str, dict[
         if rec["user_id"] in users:
             last[rec["user_id"]] = rec
     return last
+
+
+def _click_favoured(pipeline: Pipeline, offset: int) -> int:
+    """50 users walk 3 items each; on each recommendation they get, they click one of the
+    favoured items (150 clicks). Returns the behaviour events sent."""
+    rng = random.Random(3)
+    users = [f"u{n}" for n in range(50)]
+    msgs = [(u.encode(), behavior(u, i)) for n, u in enumerate(users) for i in _walk(n, 3)]
+    pipeline.produce("behavior", msgs)
+    recs = pipeline.consume("recommendations", offset + len(msgs), timeout=90)
+    fb = []
+    for r in recs:
+        rec = json.loads(r.value)
+        if rec["user_id"].startswith("u"):
+            fb.append((r.key, json.dumps({
+                "user_id": rec["user_id"], "rec_id": rec["rec_id"],
+                "item_id": rng.choice(FAVOURED), "label": "click", "value": None,
+                "ts": time.time()}).encode()))  # fmt: skip
+    assert len(fb) == 150
+    pipeline.produce("feedback", fb)
+    return len(msgs)
 
 
 def _favoured_in_top3(last: dict[str, dict[str, object]]) -> float:
@@ -120,24 +145,7 @@ def test_feedback_window_promotes_a_model_and_workers_swap_without_restart(
     )  # fmt: skip
     try:
         before = _probe(pipeline, [f"p{n}" for n in range(16)], 0)
-        sent = 64
-        # Feedback: users click one of the favoured items on each recommendation they get.
-        rng = random.Random(3)
-        users = [f"u{n}" for n in range(50)]
-        msgs = [(u.encode(), behavior(u, i)) for n, u in enumerate(users) for i in _walk(n, 3)]
-        pipeline.produce("behavior", msgs)
-        sent += len(msgs)
-        recs = pipeline.consume("recommendations", sent, timeout=90)
-        fb = []
-        for r in recs:
-            rec = json.loads(r.value)
-            if rec["user_id"].startswith("u"):
-                fb.append((r.key, json.dumps({
-                    "user_id": rec["user_id"], "rec_id": rec["rec_id"],
-                    "item_id": rng.choice(FAVOURED), "label": "click", "value": None,
-                    "ts": time.time()}).encode()))  # fmt: skip
-        assert len(fb) == 150
-        pipeline.produce("feedback", fb)
+        sent = 64 + _click_favoured(pipeline, 64)
 
         deadline = time.monotonic() + 240
         v1 = v0
@@ -171,33 +179,44 @@ def test_feedback_window_promotes_a_model_and_workers_swap_without_restart(
         trainer.wait(30)
 
 
+@pytest.mark.parametrize("fault", ["crash", "corrupt"])
 def test_a_failed_training_leaves_the_serving_model_unchanged(
-    pipeline: Pipeline, registry_template: tuple[Path, object]
+    pipeline: Pipeline, registry_template: tuple[Path, object], fault: str
 ) -> None:
-    root, v0, w = _serving(pipeline, registry_template)
-    trainer = _trainer(pipeline, root, STREAM_REC_WINDOW_EXAMPLES="60",
-                       STREAM_REC_WINDOW_MIN_EXAMPLES="10")  # fmt: skip
+    """A fine-tune that crashes, or an export damaged on disk: the outcome is published as
+    failed, the registry's current version and what the worker serves stay, nothing is
+    announced."""
+    root, v0, w = _serving(pipeline, registry_template, STREAM_REC_LEARN_FROM_BEHAVIOR="false")
+    trainer = _trainer(
+        pipeline, root, fault, STREAM_REC_WINDOW_EXAMPLES="150",
+        STREAM_REC_WINDOW_MIN_EXAMPLES="50", STREAM_REC_WINDOW_SECONDS="600",
+        STREAM_REC_FINETUNE_EPOCHS="10", STREAM_REC_FINETUNE_LR="0.02",
+        STREAM_REC_PROMOTE_TOLERANCE="0.0",
+    )  # fmt: skip
     try:
-        # Bad data: feedback on items no model knows, without recommendations to join.
-        fb = [
-            (f"x{n}".encode(), json.dumps({
-                "user_id": f"x{n}", "rec_id": None, "item_id": f"unknown-{n}",
-                "label": "purchase", "value": None, "ts": time.time()}).encode())
-            for n in range(60)
-        ]  # fmt: skip
-        pipeline.produce("feedback", fb)
-        deadline = time.monotonic() + 120
+        sent = _click_favoured(pipeline, 0)
+        deadline = time.monotonic() + 240
         results: list[dict[str, object]] = []
         while time.monotonic() < deadline and not results:
+            assert trainer.poll() is None, (pipeline.tmp / "trainer.log").read_text()[-3000:]
             results = [
                 json.loads(m.value) for m in pipeline.consume("metrics", 1, timeout=5)
                 if m.key == b"trainer"
             ]  # fmt: skip
-        assert results, (pipeline.tmp / "trainer.log").read_text()[-3000:]
-        assert results[0]["outcome"] in {"skipped", "rejected", "failed"}
+        log = (pipeline.tmp / "trainer.log").read_text(errors="replace")
+        assert results, log[-3000:]
+        assert results[0]["outcome"] == "failed", results[0]
+        if fault == "crash":
+            assert "injected fault" in str(results[0]["reason"])
+        else:
+            assert "fails its check" in str(results[0]["reason"])
+            assert "sha256 mismatch" in str(results[0]["reason"])
         assert (root / "CURRENT").read_text().strip() == v0
         assert w.status()["model_version"] == v0  # type: ignore[index]
         assert not pipeline.consume("model-updates", 1, timeout=3)
+        # the worker keeps serving v0 for new events
+        probe = _probe(pipeline, [f"z{n}" for n in range(4)], sent)
+        assert {rec["model_version"] for rec in probe.values()} == {v0}
     finally:
         trainer.terminate()
         trainer.wait(30)
