@@ -291,7 +291,9 @@ def _rows(path: Path) -> Iterator[dict[str, Any] | InvalidEvent]:
                 if None in row:  # more cells than header columns
                     yield InvalidEvent("invalid_field", "row has more cells than the header")
                     continue
-                yield {k: _csv_cell(k, v) for k, v in row.items()}
+                # an empty cell is a field left out (the contract's defaults apply)
+                cells = {k: _csv_cell(k, v) for k, v in row.items()}
+                yield {k: v for k, v in cells.items() if v is not None}
     else:
         with open(path, encoding="utf-8") as f:
             head = f.read(1 << 16).lstrip()[:1]
@@ -358,6 +360,8 @@ def read_behavior_file(
         if isinstance(row, InvalidEvent):
             frame.bad(row.code)
             continue
+        if row.get("event") == "forget":
+            row.setdefault("item_id", "")  # a forget names no item
         try:
             ev = decode_behavior(_encoded(row), **lim)
         except InvalidEvent as exc:

@@ -6,14 +6,18 @@ come from :func:`stream_rec.settings.load_settings` (paths, device).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from stream_rec.data.frame import Dataset
 
 console = Console()
 
@@ -26,7 +30,8 @@ def _offline() -> None:
 
 def _metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
     table = Table(title=title)
-    for col in ("model", "users", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "MRR@10"):
+    table.add_column("model", no_wrap=True)
+    for col in ("users", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "MRR@10"):
         table.add_column(col)
     for name, m in rows.items():
         table.add_row(
@@ -37,10 +42,64 @@ def _metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
     return table
 
 
+SOURCE_HELP = (
+    "kafka (the items and behavior topics), a behaviour file (.parquet, .jsonl/.json, .csv; "
+    "with --items), movielens-100k or a GroupLens folder."
+)
+
+
+def parse_since(value: str | None) -> float | None:
+    """``--since``: epoch seconds or an ISO 8601 time (UTC unless it names a zone)."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        t = dt.datetime.fromisoformat(value)
+    except ValueError:
+        msg = f"--since {value!r}: not epoch seconds nor an ISO 8601 time"
+        raise typer.BadParameter(msg) from None
+    return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
+
+
+def load_frame(
+    source: str, items: Path | None, since: str | None, *, progress: bool = True
+) -> Dataset:
+    """The source as a frame, its bad rows printed; a source with nothing to train on exits
+    with code 2 and one line saying why."""
+    from stream_rec.data.frame import DatasetError
+    from stream_rec.data.sources import load_source
+    from stream_rec.settings import load_settings
+
+    try:
+        ds = load_source(
+            source, load_settings(), items=items, since=parse_since(since), progress=progress
+        )
+    except DatasetError as exc:
+        console.print(f"[red]{exc}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from None
+    console.print(ds.summary(), soft_wrap=True)
+    if ds.bad_rows:
+        total = sum(ds.bad_rows.values())
+        detail = ", ".join(f"{k} {v}" for k, v in sorted(ds.bad_rows.items()))
+        console.print(f"bad rows left out: {total} ({detail})", soft_wrap=True)
+    return ds
+
+
 def train_command(
-    dataset: Annotated[str, typer.Option(help="movielens-100k or a GroupLens folder.")] = (
-        "movielens-100k"
-    ),
+    source: Annotated[
+        str, typer.Option("--source", "--dataset", help=SOURCE_HELP)
+    ] = "movielens-100k",
+    items: Annotated[
+        Path | None,
+        typer.Option(help="Catalogue for a file source: item_id, title, text, attributes rows."),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only behaviour events with ts >= this (epoch seconds or ISO 8601)."),
+    ] = None,
     registry: Annotated[
         Path | None, typer.Option(help="Registry root (default: model_path or data_dir/registry).")
     ] = None,
@@ -72,17 +131,24 @@ def train_command(
     export: Annotated[bool, typer.Option(help="Export the model into the registry.")] = True,
     out_json: Annotated[Path | None, typer.Option(help="Write the metrics here.")] = None,
 ) -> None:
-    """Train the two-tower model (seeded, reproducible), evaluate, export a registry version."""
+    """Train the two-tower model (seeded, reproducible) on any source, evaluate it and the
+    baselines by the same protocol, export a registry version."""
     _offline()
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from stream_rec.data.frame import DatasetError
     from stream_rec.model.net import ModelConfig
-    from stream_rec.model.pipeline import prepare, train_and_export
+    from stream_rec.model.pipeline import baseline_metrics, prepare, train_and_export
     from stream_rec.model.train import TrainConfig
     from stream_rec.settings import load_settings
 
     settings = load_settings()
-    prepared = prepare(settings, dataset, cold_items, cold_seed, encoder, until_quantile)
+    ds = load_frame(source, items, since)
+    try:
+        prepared = prepare(settings, ds, cold_items, cold_seed, encoder, until_quantile)
+    except DatasetError as exc:
+        console.print(f"[red]{exc}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from None
     mcfg = ModelConfig(
         text_dim=int(prepared.text_vectors.shape[1]),
         dim=dim,
@@ -121,15 +187,27 @@ def train_command(
         _, metrics, path = train_and_export(
             settings, prepared, mcfg, tcfg, registry, encoder, on_epoch, export
         )
+    split = prepared.split
     rows = {"two-tower (test)": metrics["test"]}
     if "test_cold_target" in metrics:
         rows["two-tower (cold targets)"] = metrics["test_cold_target"]
-    console.print(_metrics_table("Test, DESIGN.md protocol", rows))
+    baselines = {n: m.as_dict() for n, m in baseline_metrics(split).items()}
+    rows.update(baselines)
+    console.print(_metrics_table(f"Test, DESIGN.md protocol — {ds.name}", rows))
     fitted = metrics["new_item_offset"]
     console.print(f"new-item score offset {fitted['offset']:.2f}: {fitted['reason']}")
     console.print(f"training wall time {metrics['train_wall_s']:.1f} s; version: {path}")
     if out_json:
-        out_json.write_text(json.dumps({**metrics, "version_dir": str(path)}, indent=2))
+        report = {
+            **metrics,
+            "baselines": baselines,
+            "source": ds.name,
+            "interactions": len(ds.interactions),
+            "items": len(ds.items),
+            "bad_rows": ds.bad_rows,
+            "version_dir": str(path),
+        }
+        out_json.write_text(json.dumps(report, indent=2))
 
 
 def export_command(
@@ -173,9 +251,16 @@ def eval_command(
     model: Annotated[
         Path | None, typer.Option(help="Version folder or registry root; unset = baselines only.")
     ] = None,
-    dataset: Annotated[str, typer.Option(help="movielens-100k or a GroupLens folder.")] = (
-        "movielens-100k"
-    ),
+    source: Annotated[
+        str, typer.Option("--source", "--dataset", help=SOURCE_HELP)
+    ] = "movielens-100k",
+    items: Annotated[
+        Path | None, typer.Option(help="Catalogue for a file source (items-contract rows).")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only behaviour events with ts >= this (epoch seconds or ISO 8601)."),
+    ] = None,
     baselines: Annotated[bool, typer.Option(help="Also rank MostPopular and ItemKNN.")] = True,
     dump_topk: Annotated[
         Path | None, typer.Option(help="Write JSON lines of each user's top-k raw item ids.")
@@ -193,6 +278,7 @@ def eval_command(
 ) -> None:
     """Offline evaluation (leave-one-out, full ranking) of the served ONNX model and baselines."""
     _offline()
+    from stream_rec.data.frame import DatasetError
     from stream_rec.eval.protocol import evaluate, write_topk
     from stream_rec.model import registry as reg
     from stream_rec.model.pipeline import OnnxRanker, baseline_metrics, prepare
@@ -200,7 +286,12 @@ def eval_command(
     from stream_rec.settings import load_settings
 
     settings = load_settings()
-    prepared = prepare(settings, dataset, cold_items, seed)
+    ds = load_frame(source, items, since)
+    try:
+        prepared = prepare(settings, ds, cold_items, seed)
+    except DatasetError as exc:
+        console.print(f"[red]{exc}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from None
     split = prepared.split
     cold_users = split.cold_users() if split.cold else None
     rows: dict[str, dict[str, float]] = {}
