@@ -88,6 +88,11 @@ def load_frame(
     return ds
 
 
+def _print_table(table: Table) -> None:
+    # Piped into a log, rich assumes 80 columns and would cut the figures short.
+    console.print(table, width=None if console.is_terminal else 120)
+
+
 def train_command(
     source: Annotated[
         str, typer.Option("--source", "--dataset", help=SOURCE_HELP)
@@ -193,7 +198,7 @@ def train_command(
         rows["two-tower (cold targets)"] = metrics["test_cold_target"]
     baselines = {n: m.as_dict() for n, m in baseline_metrics(split).items()}
     rows.update(baselines)
-    console.print(_metrics_table(f"Test, DESIGN.md protocol — {ds.name}", rows))
+    _print_table(_metrics_table(f"Test, DESIGN.md protocol — {ds.name}", rows))
     fitted = metrics["new_item_offset"]
     console.print(f"new-item score offset {fitted['offset']:.2f}: {fitted['reason']}")
     console.print(f"training wall time {metrics['train_wall_s']:.1f} s; version: {path}")
@@ -319,7 +324,7 @@ def eval_command(
     title = "Test, DESIGN.md protocol" + (
         f" — users whose target is held out ({len(cold_users or [])})" if split.cold else ""
     )
-    console.print(_metrics_table(title, rows))
+    _print_table(_metrics_table(title, rows))
     if out_json:
         out_json.write_text(json.dumps(rows, indent=2))
 
