@@ -447,6 +447,5 @@ class Show:
 
 
 def _title(item: Any) -> str:
-    attrs = item.attributes() if callable(item.attributes) else item.attributes
-    year = attrs.get("year")
+    year = item.attributes.get("year")
     return f"{item.title} ({year})" if year else str(item.title)
