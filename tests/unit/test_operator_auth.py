@@ -211,3 +211,24 @@ def test_unusable_token_stops_the_start_without_printing_it(value: str) -> None:
         load_settings(admin_token=value)
     assert "STREAM_REC_ADMIN_TOKEN" in str(err.value)
     assert value not in str(err.value)
+
+
+# --- the open pages -----------------------------------------------------------------------------
+
+# Every label of the open /metrics page takes its values from a fixed vocabulary (topic names,
+# event types, reason codes, model versions, partition numbers); none can carry a user or an item.
+OPEN_LABELS = {"topic", "event", "reason", "label", "matched", "version", "partition", "outcome"}
+
+
+def test_no_metric_has_a_label_that_could_name_a_user_or_an_item() -> None:
+    from stream_rec.training.service import TrainerMetrics
+
+    for registry in (Metrics(CollectorRegistry()).registry, TrainerMetrics().registry):
+        # prometheus_client keeps a metric's label names only on the private _labelnames.
+        names = {
+            label
+            for collector in registry._collector_to_names
+            for label in getattr(collector, "_labelnames", ())
+        }
+        assert names, "no labelled metric found: the check would pass vacuously"
+        assert names <= OPEN_LABELS, names - OPEN_LABELS
