@@ -27,6 +27,7 @@ from stream_rec.serving.scorer import CatalogItem, Scorer, serving_state
 from stream_rec.settings import ConfigError, Settings
 from stream_rec.tables import Tables, create_tables
 from stream_rec.topics import Topics
+from stream_rec.web_auth import OperatorGate, operator_page
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,9 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         "web_port": settings.web_port,
         "web_bind": settings.web_host,
         "web_enabled": True,
+        # Faust's /table/<table>/<key>/ pages would hand anyone a user's session and
+        # recommendations; one user's data is served only through operator pages (web_auth).
+        "web_tables_enabled": False,
         "autodiscover": False,
         "table_cleanup_interval": 60.0,
     }
@@ -185,6 +189,9 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
     compat.apply()
     app = StreamRecApp(settings.app_id, **faust_config(settings))
     app.shutdown_timeout_s = settings.shutdown_timeout_s
+    if getattr(app.conf, "web_tables_enabled", True):  # a Faust without the setting (< 0.15)
+        msg = "this Faust serves table contents at /table/...: faust-streaming>=0.15 is needed"
+        raise RuntimeError(msg)
     metrics = Metrics()
     holder = ScorerHolder(scorer if scorer is not None else load_scorer(settings))
     metrics.set_model(holder.current.version)
@@ -229,10 +236,18 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
             }
         )
 
+    gate = OperatorGate(settings.admin_token, metrics.operator_auth_failures)
+
+    @app.task
+    async def announce_operator_pages() -> None:  # at start, once the worker's log is set up
+        log.info("operator pages: %s", f"on (token {gate.fingerprint})" if gate.enabled else "off")
+
     @app.page("/stream-rec/sessions/{user_id}/")
     class SessionView(faust.web.View):
-        """An operator's look at one user's session (only on the worker holding its partition)."""
+        """An operator's look at one user's session (only on the worker holding its partition);
+        operators only: stream_rec.web_auth."""
 
+        @operator_page(gate)
         async def get(self, request: Any, user_id: str) -> Any:
             raw = pipeline.tables.sessions.get(user_id.encode())
             if raw is None:

@@ -73,6 +73,12 @@ class Metrics:
             "unchanged for STREAM_REC_STALL_TIMEOUT_S) and read again from their committed offset",
             ["topic"], registry=r,
         )  # fmt: skip
+        self.operator_auth_failures = Counter(
+            "stream_rec_operator_auth_failures",
+            "Requests for a page with one user's data refused with 401: no bearer token "
+            "(missing) or another one (wrong); never labelled by user",
+            ["reason"], registry=r,
+        )  # fmt: skip
         self.snapshots = Counter(
             "stream_rec_metrics_snapshots",
             "Metrics snapshots published to the metrics topic by this worker", registry=r,

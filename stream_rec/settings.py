@@ -47,6 +47,31 @@ class Settings(BaseSettings):
     )
     sasl_username: str | None = Field(None, description="SASL user name.")
     sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
+    # Read like the SASL secrets: the environment or .env here, an env file in docker compose.
+    admin_token: SecretStr | None = Field(
+        None,
+        description="Operator token of the pages that show one user's data "
+        "(/stream-rec/sessions/<user_id>/): they answer only requests with 'Authorization: "
+        "Bearer <token>'; unset or empty = those pages are off (404). At least 16 characters "
+        "of A-Z a-z 0-9 - . _ ~ + / = (e.g. `openssl rand -hex 32`). Never logged.",
+    )
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _check_admin_token(cls, v: object) -> object:
+        raw = v.get_secret_value() if isinstance(v, SecretStr) else v
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            return None  # an empty variable leaves the pages off; it never means "no token"
+        # RFC 6750's token characters: what a client can send in the header unchanged.
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~+/=")
+        if not isinstance(raw, str) or len(raw) < 16 or not set(raw) <= allowed:
+            msg = (
+                "must be at least 16 characters of A-Z a-z 0-9 - . _ ~ + / = "
+                "(no spaces; e.g. `openssl rand -hex 32`)"
+            )
+            raise ValueError(msg)
+        return v
+
     ssl_cafile: Path | None = Field(None, description="CA bundle to verify the brokers (TLS).")
     ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS.")
     ssl_keyfile: Path | None = Field(None, description="Client private key for mutual TLS.")

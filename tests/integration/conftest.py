@@ -27,6 +27,9 @@ from stream_rec.ops.broker import BrokerError, LocalBroker, metadata_ready
 from stream_rec.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
+# Workers started by Pipeline.worker have this operator token unless a test passes its own
+# STREAM_REC_ADMIN_TOKEN ("" = none: the operator pages are off).
+ADMIN_TOKEN = f"it-operator-{uuid.uuid4().hex}"
 
 
 @pytest.fixture(scope="session")
@@ -87,16 +90,27 @@ class WorkerProc:
         except Exception:  # noqa: BLE001 - not up yet
             return None
 
-    def get(self, path: str) -> tuple[int, Any]:
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
         import urllib.error
 
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=headers or {})
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+            with urllib.request.urlopen(req, timeout=5) as r:  # noqa: S310 - http://127.0.0.1
                 body = r.read()
                 ctype = r.headers.get("content-type", "")
                 return r.status, json.loads(body) if "json" in ctype else body.decode()
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"null")
+
+    def session(self, user: str) -> tuple[int, Any]:
+        """The operator's session page of ``user``, with the worker's own operator token."""
+        from urllib.parse import quote
+
+        token = self.env.get("STREAM_REC_ADMIN_TOKEN", "")
+        return self.get(
+            f"/stream-rec/sessions/{quote(user, safe='')}/",
+            headers={"Authorization": f"Bearer {token}"},
+        )
 
     def wait_ready(self, timeout: float = 90.0, partitions: bool = True) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -167,6 +181,7 @@ class Pipeline:
             "STREAM_REC_DATA_DIR": str(data),
             "STREAM_REC_WEB_PORT": str(port),
             "STREAM_REC_LOG_LEVEL": "info",
+            "STREAM_REC_ADMIN_TOKEN": ADMIN_TOKEN,
             **env,
         }
         w = WorkerProc(e, port, self.tmp / f"{name}.log")

@@ -136,7 +136,7 @@ def test_session_state_recovers_from_changelog_after_restart(pipeline: Pipeline)
     pipeline.produce("behavior", first)
     assert len(pipeline.consume("recommendations", 100, timeout=60)) == 100
     for u in users:
-        code, body = w1.get(f"/stream-rec/sessions/{u}/")
+        code, body = w1.session(u)
         assert code == 200 and body["session"]["n"] == 5
     assert w1.stop() == 0  # clean SIGTERM shutdown
 
@@ -151,7 +151,7 @@ def test_session_state_recovers_from_changelog_after_restart(pipeline: Pipeline)
     pipeline.produce("behavior", second)
     assert len(pipeline.consume("recommendations", 160, timeout=60)) == 160
     for n, u in enumerate(users):
-        code, body = w2.get(f"/stream-rec/sessions/{u}/")
+        code, body = w2.session(u)
         assert code == 200, body
         s = body["session"]
         assert s["n"] == 8, (u, s)
@@ -196,7 +196,7 @@ def test_feedback_changes_the_users_next_recommendation(pipeline: Pipeline) -> N
     )  # fmt: skip
 
     def signals() -> dict[str, object] | None:
-        code, body = w.get("/stream-rec/sessions/u1/")
+        code, body = w.session("u1")
         sig = body["session"]["signals"] if code == 200 else {}
         return sig if sig.get("liked") and sig.get("dismissed") and sig.get("passed") else None
 

@@ -209,7 +209,7 @@ def session_excess(w: WorkerProc, counts: Counter[bytes]) -> int:
     """Assert every user's session counts at least its events; return the summed excess."""
     excess = 0
     for key, n_events in counts.items():
-        code, body = w.get(f"/stream-rec/sessions/{key.decode()}/")
+        code, body = w.session(key.decode())
         assert code == 200, (key, body)
         n = body["session"]["n"]
         assert n >= n_events, f"{key!r}: session n={n} < {n_events} events (state lost)"
@@ -640,7 +640,7 @@ def test_payload_limit_is_configurable(pipeline: Pipeline) -> None:
 
 # ---- d. privacy -----------------------------------------------------------------------------
 def _session(w: WorkerProc, user: str) -> tuple[int, Any]:
-    return w.get(f"/stream-rec/sessions/{user}/")
+    return w.session(user)
 
 
 @pytest.mark.timeout(180)

@@ -251,6 +251,31 @@ def test_sasl_secrets_stay_out_of_the_compose_files() -> None:
         assert not re.search(r"STREAM_REC_SASL_PASSWORD\s*[:=]", path.read_text()), path
 
 
+def test_operator_token_reaches_only_the_workers_from_its_own_file(
+    compose_cmd: list[str], secrets_dir: Path, tmp_path: Path
+) -> None:
+    token = "0f" * 32
+    env_file = tmp_path / "admin.env"
+    env_file.write_text(f"STREAM_REC_ADMIN_TOKEN={token}\n")
+    for files in ((COMPOSE,), (COMPOSE, GPU), (COMPOSE, SASL)):
+        for path, expected in ((env_file, {"worker-1", "worker-2"}), (tmp_path / "absent", set())):
+            env = {"ADMIN_TOKEN_ENV_FILE": str(path), "KAFKA_SECRETS_DIR": str(secrets_dir)}
+            model = _config(compose_cmd, *files, env=env)
+            holders = {
+                name: svc["environment"]["STREAM_REC_ADMIN_TOKEN"]
+                for name, svc in model["services"].items()
+                if "STREAM_REC_ADMIN_TOKEN" in (svc.get("environment") or {})
+            }
+            assert set(holders) == expected, (files, path)
+            for name in expected:
+                env = {k: v for k, v in model["services"][name]["environment"].items()
+                       if k.startswith("STREAM_REC_")}  # fmt: skip
+                admin_token = _settings_from_env(env).admin_token
+                assert admin_token is not None and admin_token.get_secret_value() == token
+    for path in (COMPOSE, SASL, GPU):
+        assert not re.search(r"STREAM_REC_ADMIN_TOKEN\s*[:=]", path.read_text()), path
+
+
 def test_image_defaults_match_settings() -> None:
     text = DOCKERFILE.read_text()
     port = Settings.model_fields["web_port"].default
