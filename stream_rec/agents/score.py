@@ -28,6 +28,7 @@ from stream_rec.agents.common import limits, send_dead_letter
 from stream_rec.core.context import example, label_of, remember
 from stream_rec.core.session import Session, apply_event, decode_session, encode_session
 from stream_rec.core.signals import adjustments
+from stream_rec.metrics import StageClock
 from stream_rec.schemas import Behavior, InvalidEvent, RecItem, Recommendation, encode
 from stream_rec.serving.scorer import ScoredItem, Scorer, ScoreRequest
 
@@ -86,7 +87,7 @@ def register(pipeline: Pipeline) -> None:
         await examples_topic.send(key=key, value=forget_marker(key.decode(errors="replace")))
         metrics.forgets.inc()
 
-    async def handle(stream: Any, event: Any) -> Job | None:
+    async def handle(event: Any, clock: StageClock) -> Job | None:
         """Validate one event and apply it to the table; return the scoring job, if any."""
         key: bytes | None = event.key
         if event.value is None:  # tombstone on a user key = forget that user
@@ -96,6 +97,7 @@ def register(pipeline: Pipeline) -> None:
             return None
         try:
             ev = decode_behavior_checked(event.value, key, lim)
+            clock.lap("decode")
         except InvalidEvent as exc:
             await send_dead_letter(pipeline, event, exc)
             return None
@@ -126,6 +128,7 @@ def register(pipeline: Pipeline) -> None:
                 boost=settings.feedback_boost, discount=settings.impression_discount,
             )  # fmt: skip
             exclude |= dismissed
+        clock.lap("session")
         return Job(
             key=key,
             event=ev,
@@ -137,58 +140,70 @@ def register(pipeline: Pipeline) -> None:
 
     @app.agent(behavior, name="score_behavior")
     async def score_behavior(stream: Any) -> None:
-        loop = asyncio.get_running_loop()
         within = settings.batch_linger_ms / 1000.0
+        clock = StageClock(metrics.stage_seconds)
         async for events in stream.take_events(settings.batch_size, within=within):
-            jobs: list[Job] = []
-            for event in events:
-                _make_current(event)
-                try:
-                    job = await handle(stream, event)
-                except Exception as exc:  # noqa: BLE001 - a bug must not stop the stream
-                    log.exception("score_behavior: unexpected error on one event")
-                    await send_dead_letter(
-                        pipeline, event, InvalidEvent("internal_error", repr(exc))
-                    )
-                    continue
-                if job is not None:
-                    jobs.append(job)
-            if not jobs:
-                continue
-            scorer = pipeline.scorer.current  # one model for the whole batch
+            clock.lap("wait")  # acks of the last batch, Faust's stream and fetch, idle
             try:
-                results, scoring_s = await loop.run_in_executor(
-                    pipeline.executor, run_batch, scorer, jobs, settings.top_k
-                )
-            except Exception as exc:  # noqa: BLE001 - keep serving; the events are not dropped
-                log.exception("score_behavior: scoring a batch of %d failed", len(jobs))
-                err = InvalidEvent("scoring_failed", repr(exc))
-                for job in jobs:
-                    await send_dead_letter(pipeline, job.source, err)
+                await score_batch(events, clock)
+            finally:
+                clock.lap("metrics")
+                clock.flush()
+
+    async def score_batch(events: Sequence[Any], clock: StageClock) -> None:
+        """Handle, score and publish one micro-batch; every lap goes to ``clock``."""
+        loop = asyncio.get_running_loop()
+        jobs: list[Job] = []
+        for event in events:
+            _make_current(event)
+            try:
+                job = await handle(event, clock)
+            except Exception as exc:  # noqa: BLE001 - a bug must not stop the stream
+                log.exception("score_behavior: unexpected error on one event")
+                await send_dead_letter(pipeline, event, InvalidEvent("internal_error", repr(exc)))
                 continue
-            metrics.batch_size.observe(len(jobs))
-            metrics.scoring_seconds.observe(scoring_s)
-            now = time.time()
-            for job, items in zip(jobs, results, strict=True):
-                rec = Recommendation(
-                    user_id=job.event.user_id,
-                    rec_id=job.rec_id,
-                    items=[
-                        RecItem(item_id=i.item_id, score=i.score, reason=i.reason) for i in items
-                    ],
-                    model_version=scorer.version,
-                    event_ts=job.event.ts,
-                    emitted_ts=now,
-                )
-                await recs_topic.send(key=job.key, value=encode(rec, settings.output_codec))
-                _make_current(job.source)  # the context lands on the user's partition
-                rec_context[job.key] = remember(
-                    rec_context.get(job.key), job.rec_id, now, job.request.history,
-                    [i.item_id for i in items], max_recs=settings.rec_context_per_user,
-                    ttl_s=settings.rec_context_ttl_s,
-                )  # fmt: skip
-                metrics.e2e_seconds.observe(max(0.0, now - job.event.ts))
-            metrics.recommendations.inc(len(jobs))
+            if job is not None:
+                jobs.append(job)
+        if not jobs:
+            return
+        scorer = pipeline.scorer.current  # one model for the whole batch
+        try:
+            results, scoring_s = await loop.run_in_executor(
+                pipeline.executor, run_batch, scorer, jobs, settings.top_k
+            )
+        except Exception as exc:  # noqa: BLE001 - keep serving; the events are not dropped
+            log.exception("score_behavior: scoring a batch of %d failed", len(jobs))
+            err = InvalidEvent("scoring_failed", repr(exc))
+            for job in jobs:
+                await send_dead_letter(pipeline, job.source, err)
+            return
+        clock.lap("score")
+        metrics.batch_size.observe(len(jobs))
+        metrics.scoring_seconds.observe(scoring_s)
+        now = time.time()
+        for job, items in zip(jobs, results, strict=True):
+            rec = Recommendation(
+                user_id=job.event.user_id,
+                rec_id=job.rec_id,
+                items=[RecItem(item_id=i.item_id, score=i.score, reason=i.reason) for i in items],
+                model_version=scorer.version,
+                event_ts=job.event.ts,
+                emitted_ts=now,
+            )
+            value = encode(rec, settings.output_codec)
+            clock.lap("encode")
+            await recs_topic.send(key=job.key, value=value)
+            clock.lap("produce")
+            _make_current(job.source)  # the context lands on the user's partition
+            rec_context[job.key] = remember(
+                rec_context.get(job.key), job.rec_id, now, job.request.history,
+                [i.item_id for i in items], max_recs=settings.rec_context_per_user,
+                ttl_s=settings.rec_context_ttl_s,
+            )  # fmt: skip
+            clock.lap("rec_context")
+            metrics.e2e_seconds.observe(max(0.0, now - job.event.ts))
+            clock.lap("metrics")
+        metrics.recommendations.inc(len(jobs))
 
 
 def forget_marker(user_id: str) -> bytes:

@@ -14,9 +14,11 @@ In one run, on the same broker and the same MovieLens events, side by side:
    the event's ``ts`` stamped at send.
 3. ``--workers N`` (N > 1): the fallback pipeline again with N workers sharing the same
    partitions: their combined throughput, and the latency at the one-worker run's offered load.
-4. ``--profile``: per-stage cost of one event from the worker's own timers
-   (``stream_rec_stage_seconds_total``, read from its ``/metrics`` at the end of the drain)
-   and a py-spy flame graph of each pipeline drain, saved beside the JSON.
+4. Per-stage cost of one event in each one-worker pipeline drain, from the worker's own timers
+   (``stream_rec_stage_seconds_total``, read from its ``/metrics`` at the end of the drain).
+   ``--profile`` adds a py-spy flame graph of each pipeline drain, saved beside the JSON
+   (py-spy samples the worker from outside, at 25 Hz, but shares the cores: the figures of a
+   profiled run are marked ``profiled`` and run lower).
 
 Subjects run one at a time; the bench's own producer and consumer share the machine with them.
 """
@@ -196,7 +198,7 @@ class _PySpy:
         self.svg = svg
         with open(log, "wb") as f:
             self.proc = subprocess.Popen(  # noqa: S603
-                [exe, "record", "--pid", str(pid), "--rate", "100", "--nonblocking",
+                [exe, "record", "--pid", str(pid), "--rate", "25", "--nonblocking",
                  "--format", "flamegraph", "-o", str(svg)],
                 stdout=f, stderr=subprocess.STDOUT,
             )  # fmt: skip
@@ -324,7 +326,7 @@ def _drain(subject: Subject, n: int, work: Path, profile_svg: Path | None) -> di
     out: dict[str, Any] = {}
     try:
         ts = asyncio.run(_drain_timestamps(subject.settings, subject.output_topic, n, 900))
-        if profile_svg is not None:
+        if subject.workers == 1 and subject.output_topic.endswith(".recommendations"):
             try:
                 out["stages_us"] = stage_breakdown(scrape_metrics(w.procs[0].port))
             except OSError as exc:
@@ -368,6 +370,7 @@ def run(
     run_id = uuid.uuid4().hex[:8]
     work = base.home / "bench" / run_id
     work.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)  # flame graphs are written beside the JSON
     py = sys.executable
     worker_cmd = [py, "-m", "stream_rec", "worker"]
 
@@ -396,7 +399,7 @@ def run(
         asyncio.run(_produce(sub.settings, f"{sub.settings.topic_prefix}items", items))
         asyncio.run(_produce(sub.settings, f"{sub.settings.topic_prefix}behavior", behaviour))
 
-    results: dict[str, Any] = {"events": len(evs)}
+    results: dict[str, Any] = {"events": len(evs), "profiled": profile}
     per: dict[str, dict[str, Any]] = {}
     try:
         for sub in [*pipelines, bare, *([scaled] if scaled else [])]:
