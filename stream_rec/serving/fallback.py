@@ -10,7 +10,6 @@ record: a restarted worker relearns them as events flow.
 
 from __future__ import annotations
 
-import heapq
 import math
 import threading
 import time
@@ -33,6 +32,12 @@ class PopularityCooccurrenceScorer:
         self._version = version
         self._titles: dict[str, str] = {}
         self._pop: Counter[str] = Counter()
+        self._pop_total = 0
+        # Catalogue items best first (count, then id, both descending), rebuilt at most once
+        # per ``score`` call and only after counts or the catalogue changed: ranking the whole
+        # catalogue per request was most of this scorer's cost.
+        self._pop_rank: list[str] = []
+        self._pop_stale = True
         self._co: dict[str, Counter[str]] = {}
         self._index: dict[str, int] = {}  # catalogue item → row in self._ids
         self._ids: list[str] = []
@@ -56,12 +61,15 @@ class PopularityCooccurrenceScorer:
                     self._index[it.item_id] = len(self._ids)
                     self._ids.append(it.item_id)
                     self._dirty.update(self._co.get(it.item_id, ()))
+                    self._pop_stale = True
 
     def observe(self, user_id: str, history: Sequence[str], item_id: str, event: str) -> None:
         if event == "forget" or not item_id:
             return
         with self._lock:
             self._pop[item_id] += 1
+            self._pop_total += 1
+            self._pop_stale = True
             for prev in history[-_WINDOW:]:
                 if prev == item_id:
                     continue
@@ -74,16 +82,23 @@ class PopularityCooccurrenceScorer:
 
     def score(self, requests: Sequence[ScoreRequest], k: int) -> list[list[ScoredItem]]:
         with self._lock:
+            if self._pop_stale:
+                pop = self._pop
+                self._pop_rank = sorted(
+                    self._titles, key=lambda i: (pop.get(i, 0), i), reverse=True
+                )
+                self._pop_stale = False
             return [self._score_one(r, k) for r in requests]
 
     def _popular(self, k: int, exclude: frozenset[str]) -> list[ScoredItem]:
         """Catalogue items by observed count; never-observed (cold) items after them."""
-        total = sum(self._pop.values()) or 1
-        ranked = heapq.nlargest(
-            k,
-            (iid for iid in self._titles if iid not in exclude),
-            key=lambda iid: (self._pop.get(iid, 0), iid),
-        )
+        total = self._pop_total or 1
+        ranked: list[str] = []
+        for iid in self._pop_rank:
+            if iid not in exclude:
+                ranked.append(iid)
+                if len(ranked) == k:
+                    break
         return [
             ScoredItem(iid, self._pop[iid] / total, "popular now")
             if self._pop.get(iid)
