@@ -369,11 +369,18 @@ def bench_pipeline(
     profile: Annotated[
         bool, typer.Option(help="Per-stage cost per event, and a py-spy flame graph per drain.")
     ] = False,
+    latency_rate: Annotated[
+        float | None,
+        typer.Option(help="Offered events/s of every latency run (default: half its max)."),
+    ] = None,
 ) -> None:
     """Pipeline throughput and latency vs a bare Faust agent, on the local broker."""
     from stream_rec.bench.pipeline import run
 
-    run(_settings(), events=events, out=out, model=model, workers=workers, profile=profile)
+    run(
+        _settings(), events=events, out=out, model=model, workers=workers, profile=profile,
+        latency_rate=latency_rate,
+    )  # fmt: skip
 
 
 @bench_app.command("soak")

@@ -10,8 +10,10 @@ In one run, on the same broker and the same MovieLens events, side by side:
    the 10 % record to the last (the first 10 % hold the start: group join, catalogue load).
    The pipeline's records are its recommendations, the bare agent's its changelog records.
 2. **Latency** of each pipeline subject under a fixed offered load of half its own measured
-   throughput, on the same events: event→recommendation = the bench consumer's receive time −
-   the event's ``ts`` stamped at send.
+   throughput (or ``--latency-rate R`` for every subject), on the same events:
+   event→recommendation = the bench consumer's receive time − the event's ``ts`` stamped at
+   send. The bench's producer sends each event on its own (no linger), as independent
+   producers would: unlike the drain, this load also costs the broker and the bench CPU.
 3. ``--workers N`` (N > 1): the fallback pipeline again with N workers sharing the same
    partitions: their combined throughput, and the latency at the one-worker run's offered load.
 4. Per-stage cost of one event in each one-worker pipeline drain, from the worker's own timers
@@ -348,12 +350,19 @@ def _drain(subject: Subject, n: int, work: Path, profile_svg: Path | None) -> di
 
 def _latency(subject: Subject, events: list[Any], rate: float, work: Path) -> dict[str, Any]:
     w = _Workers(subject, work, "latency")
+    stages: dict[str, float] = {}
     try:
         w.wait_ready()
         lat = asyncio.run(_latency_run(subject.settings, events, rate))
+        if subject.workers == 1:
+            try:
+                stages = stage_breakdown(scrape_metrics(w.procs[0].port))
+            except OSError as exc:
+                console.print(f"[yellow]no /metrics from {subject.name}: {exc}[/yellow]")
     finally:
         w.stop()
     return {
+        "latency_stages_us": stages,
         "offered_events_per_s": rate,
         "latency_events": len(lat),
         "latency_p50_ms": 1000 * _pct(lat, 0.50),
@@ -370,6 +379,7 @@ def run(
     model: Path | None = None,
     workers: int = 1,
     profile: bool = False,
+    latency_rate: float | None = None,
     latency_seconds: float = 20.0,
 ) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:8]
@@ -418,7 +428,7 @@ def run(
         pool_n = len(lat_pool)
         for sub in [*pipelines, *([scaled] if scaled else [])]:
             one = per["fallback" if sub is scaled else sub.name]
-            offered = 0.5 * one["events_per_s"]
+            offered = latency_rate or 0.5 * one["events_per_s"]
             n_lat = min(pool_n, int(offered * latency_seconds))
             console.print(f"[bold]{sub.name}[/bold] latency: {n_lat} events at {offered:.0f}/s…")
             per[sub.name].update(_latency(sub, lat_pool[:n_lat], offered, work))
@@ -436,6 +446,7 @@ def run(
         {
             "model": str(model) if model else None,
             "workers": workers,
+            "latency_rate": latency_rate or "half of each subject's own (one worker's) max",
             "batch_size": base.batch_size,
             "batch_linger_ms": base.batch_linger_ms,
             "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
@@ -469,21 +480,22 @@ def _print(results: dict[str, Any], per: dict[str, dict[str, Any]]) -> None:
         if any(r in per[n] for n in names):
             t.add_row(r, *(_fmt(per[n].get(r)) for n in names))
     console.print(t)
-    profiled = [n for n in names if per[n].get("stages_us")]
-    if not profiled:
+    cols = [
+        (f"{n} {run}", per[n][field])
+        for n in names
+        for run, field in (("drain", "stages_us"), ("half load", "latency_stages_us"))
+        if per[n].get(field)
+    ]
+    if not cols:
         return
     s = Table(title="µs per event by stage (score_behavior timers)")
     s.add_column("stage")
-    for n in profiled:
-        s.add_column(n, justify="right")
+    for name, _ in cols:
+        s.add_column(name, justify="right")
     s.add_column("covers")
-    stages = list(dict.fromkeys(k for n in profiled for k in per[n]["stages_us"]))
-    for st in stages:
-        s.add_row(st, *(_fmt(per[n]["stages_us"].get(st)) for n in profiled), STAGES.get(st, ""))
-
-    def total(n: str) -> float:
-        return sum(v for k, v in per[n]["stages_us"].items() if k in STAGE_NAMES)
-
-    s.add_row("sum of the stages", *(_fmt(total(n)) for n in profiled), "")
-    s.add_row("1e6 / events_per_s", *(_fmt(1e6 / per[n]["events_per_s"]) for n in profiled), "")
+    stages = list(dict.fromkeys(k for _, st in cols for k in st))
+    for stage in stages:
+        s.add_row(stage, *(_fmt(st.get(stage)) for _, st in cols), STAGES.get(stage, ""))
+    total = [sum(v for k, v in st.items() if k in STAGE_NAMES) for _, st in cols]
+    s.add_row("sum of the stages", *(_fmt(t) for t in total), "")
     console.print(s)
