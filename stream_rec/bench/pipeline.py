@@ -253,8 +253,12 @@ async def _drain_timestamps(settings: Settings, topic: str, n: int, timeout: flo
     return ts
 
 
-async def _latency_run(settings: Settings, events: list[Any], rate: float) -> list[float]:
-    """Offer ``rate`` events/s; return event→recommendation latencies (s) as received."""
+async def _latency_run(
+    settings: Settings, events: list[Any], rate: float
+) -> tuple[list[float], int]:
+    """Offer ``rate`` events/s; return event→recommendation latencies (s) as received, and
+    how many recommendations of earlier events came meanwhile (events of the drain that a
+    restarted group processed again: at-least-once), which are left out of the latencies."""
     from aiokafka import AIOKafkaConsumer
 
     c = AIOKafkaConsumer(
@@ -264,13 +268,20 @@ async def _latency_run(settings: Settings, events: list[Any], rate: float) -> li
     await c.start()
     await c.getmany(timeout_ms=500)  # positions fixed at the end before we send
     lat: list[float] = []
+    earlier = [0]
     deadline: list[float] = []  # set once everything is sent: wait at most 30 s more
+    t_start = time.time()
 
     async def consume() -> None:
         while not (deadline and (len(lat) >= len(events) or time.monotonic() > deadline[0])):
             for recs in (await c.getmany(timeout_ms=200)).values():
                 now = time.time()
-                lat.extend(now - decode_output(r.value)["event_ts"] for r in recs)
+                for r in recs:
+                    ts = decode_output(r.value)["event_ts"]
+                    if ts < t_start:
+                        earlier[0] += 1
+                    else:
+                        lat.append(now - ts)
 
     p: Any = make_producer(settings, linger_ms=0)
     await p.start()
@@ -287,7 +298,7 @@ async def _latency_run(settings: Settings, events: list[Any], rate: float) -> li
     await task
     await p.stop()
     await c.stop()
-    return lat
+    return lat, earlier[0]
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -353,7 +364,7 @@ def _latency(subject: Subject, events: list[Any], rate: float, work: Path) -> di
     stages: dict[str, float] = {}
     try:
         w.wait_ready()
-        lat = asyncio.run(_latency_run(subject.settings, events, rate))
+        lat, earlier = asyncio.run(_latency_run(subject.settings, events, rate))
         if subject.workers == 1:
             try:
                 stages = stage_breakdown(scrape_metrics(w.procs[0].port))
@@ -365,6 +376,7 @@ def _latency(subject: Subject, events: list[Any], rate: float, work: Path) -> di
         "latency_stages_us": stages,
         "offered_events_per_s": rate,
         "latency_events": len(lat),
+        "latency_redelivered_earlier_events": earlier,
         "latency_p50_ms": 1000 * _pct(lat, 0.50),
         "latency_p95_ms": 1000 * _pct(lat, 0.95),
         "latency_p99_ms": 1000 * _pct(lat, 0.99),
@@ -473,7 +485,8 @@ def _print(results: dict[str, Any], per: dict[str, dict[str, Any]]) -> None:
         t.add_column(n, justify="right")
     rows = [
         "events_per_s", "throughput_ratio_to_bare", "throughput_ratio_to_one_worker",
-        "offered_events_per_s", "latency_events", "latency_p50_ms", "latency_p95_ms",
+        "offered_events_per_s", "latency_events", "latency_redelivered_earlier_events",
+        "latency_p50_ms", "latency_p95_ms",
         "latency_p99_ms",
     ]  # fmt: skip
     for r in rows:
