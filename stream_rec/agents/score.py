@@ -2,12 +2,14 @@
 
 Per micro-batch (``take_events(batch_size, within=linger)``): each event is decoded and
 validated (invalid → dead letters), applied to its user's session in the ``sessions`` table
-(a ``forget`` event or a tombstone deletes it), whose feedback signals
-(:mod:`stream_rec.core.signals`) adjust the scores; then the whole batch is scored in the scoring
-thread so the event loop keeps heartbeating, and one recommendation per valid event is sent,
-keyed by user. Events are acked after their recommendations are handed to the producer, and
-Faust flushes the producer before it commits offsets: at-least-once. ``rec_id`` is derived from
-the event's topic/partition/offset, so a replayed event yields the same ``rec_id``.
+(read and written once per user and batch; a ``forget`` event or a tombstone deletes it), whose
+feedback signals (:mod:`stream_rec.core.signals`) adjust the scores; then the whole batch is
+scored in the scoring thread so the event loop keeps heartbeating, each user's ``rec_context``
+is written (once per user and batch), and one recommendation per valid event is sent, keyed by
+user. Events are acked after their recommendations are handed to the producer, and Faust
+flushes the producer before it commits offsets: at-least-once. ``rec_id`` is derived from the
+event's topic/partition/offset, so a replayed event yields the same ``rec_id``. Each stage's
+event-loop time goes to ``stream_rec_stage_seconds_total`` (``docs/hot-path.md``).
 """
 
 from __future__ import annotations

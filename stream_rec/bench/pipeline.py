@@ -97,8 +97,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _env(subject: Subject, data_dir: Path, port: int) -> dict[str, str]:
-    s = subject.settings
+def _env(
+    s: Settings, data_dir: Path, port: int, *, model: Path | None = None, set_model: bool = False
+) -> dict[str, str]:
+    """A worker's environment; with ``set_model`` its scorer is ``model`` (None: the fallback)
+    whatever ``STREAM_REC_MODEL_PATH`` the bench itself was started with."""
     env = {
         **os.environ,
         "STREAM_REC_BOOTSTRAP_SERVERS": s.bootstrap_servers,
@@ -109,9 +112,10 @@ def _env(subject: Subject, data_dir: Path, port: int) -> dict[str, str]:
         "STREAM_REC_WEB_PORT": str(port),
         "STREAM_REC_LOG_LEVEL": "warning",
     }
-    env.pop("STREAM_REC_MODEL_PATH", None)  # the subject says which scorer, nothing else
-    if subject.model is not None:
-        env["STREAM_REC_MODEL_PATH"] = str(subject.model)
+    if set_model:
+        env.pop("STREAM_REC_MODEL_PATH", None)
+        if model is not None:
+            env["STREAM_REC_MODEL_PATH"] = str(model)
     return env
 
 
@@ -146,6 +150,16 @@ class _Proc:
             msg = f"worker exited {self.proc.returncode}; log {self.log}"
             raise RuntimeError(msg)
 
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check()
+            if _ready(self.port):
+                return
+            time.sleep(0.3)
+        msg = f"worker not ready in {timeout}s; log {self.log}"
+        raise RuntimeError(msg)
+
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -166,7 +180,13 @@ class _Workers:
             self.procs.append(
                 _Proc(
                     subject.command,
-                    _env(subject, work / f"{subject.name}-{i}", port),
+                    _env(
+                        subject.settings,
+                        work / f"{subject.name}-{i}",
+                        port,
+                        model=subject.model,
+                        set_model=True,
+                    ),
                     work / f"{name}.log",
                     port,
                 )  # fmt: skip
