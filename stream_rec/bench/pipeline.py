@@ -469,8 +469,8 @@ def run(
                 per[scaled.name]["events_per_s"] / per["fallback"]["events_per_s"]
             )
     finally:
-        for sub in subjects:
-            asyncio.run(delete_topics_with_prefix(sub.settings, sub.settings.topic_prefix))
+        # the subjects' topics and their groups' changelog/assignor topics (named by app id)
+        asyncio.run(delete_topics_with_prefix(base, f"bench-{run_id}-"))
         shutil.rmtree(work, ignore_errors=True)
 
     results["subjects"] = per
