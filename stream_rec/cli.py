@@ -384,11 +384,28 @@ def demo(
 def bench_pipeline(
     events: Annotated[int, typer.Option(help="Events per throughput run.")] = 20000,
     out: Annotated[Path, typer.Option(help="JSON output.")] = Path("bench/pipeline.json"),
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Also measure the pipeline serving this model (folder or registry)."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Also run the fallback pipeline with this many workers.")
+    ] = 1,
+    profile: Annotated[
+        bool, typer.Option(help="Per-stage cost per event, and a py-spy flame graph per drain.")
+    ] = False,
+    latency_rate: Annotated[
+        float | None,
+        typer.Option(help="Offered events/s of every latency run (default: half its max)."),
+    ] = None,
 ) -> None:
     """Pipeline throughput and latency vs a bare Faust agent, on the local broker."""
     from stream_rec.bench.pipeline import run
 
-    run(_settings(), events=events, out=out)
+    run(
+        _settings(), events=events, out=out, model=model, workers=workers, profile=profile,
+        latency_rate=latency_rate,
+    )  # fmt: skip
 
 
 @bench_app.command("soak")

@@ -6,8 +6,13 @@ figure on a dashboard leads straight to the code that produced it.
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+# Stages of one event in ``score_behavior`` (``stream_rec_stage_seconds_total{stage}``); what
+# each covers is listed in :mod:`stream_rec.bench.pipeline`, which reads them under ``--profile``.
+STAGES = ("wait", "decode", "session", "score", "encode", "produce", "rec_context", "metrics")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -35,6 +40,13 @@ class Metrics:
             "stream_rec_scoring_seconds", "Time to score one micro-batch",
             buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
+        self.stage_seconds = Counter(
+            "stream_rec_stage_seconds",
+            "Event-loop seconds score_behavior spent per stage (wait = between two batches)",
+            ["stage"], registry=r,
+        )  # fmt: skip
+        for stage in STAGES:
+            self.stage_seconds.labels(stage=stage)
         self.e2e_seconds = Histogram(
             "stream_rec_event_to_recommendation_seconds",
             "Event ts to recommendation emitted (meaningful when producers stamp ts at send)",
@@ -88,3 +100,25 @@ class Metrics:
         self.model_info.clear()
         self.model_info.labels(version=version).set(1)
         self.serving_fallback.set(1 if version.startswith("fallback") else 0)
+
+
+class StageClock:
+    """Laps of one agent's time: each :meth:`lap` charges the time since the previous lap to
+    a stage. Kept per batch and added to ``stream_rec_stage_seconds_total`` once per batch, so
+    the clock costs two ``perf_counter`` calls per lap and no Prometheus work per event."""
+
+    def __init__(self, counter: Counter) -> None:
+        self._children = {s: counter.labels(stage=s) for s in STAGES}
+        self._acc = dict.fromkeys(STAGES, 0.0)
+        self._t = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self._acc[stage] += now - self._t
+        self._t = now
+
+    def flush(self) -> None:
+        for stage, seconds in self._acc.items():
+            if seconds:
+                self._children[stage].inc(seconds)
+                self._acc[stage] = 0.0

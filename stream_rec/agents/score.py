@@ -2,12 +2,14 @@
 
 Per micro-batch (``take_events(batch_size, within=linger)``): each event is decoded and
 validated (invalid → dead letters), applied to its user's session in the ``sessions`` table
-(a ``forget`` event or a tombstone deletes it), whose feedback signals
-(:mod:`stream_rec.core.signals`) adjust the scores; then the whole batch is scored in the scoring
-thread so the event loop keeps heartbeating, and one recommendation per valid event is sent,
-keyed by user. Events are acked after their recommendations are handed to the producer, and
-Faust flushes the producer before it commits offsets: at-least-once. ``rec_id`` is derived from
-the event's topic/partition/offset, so a replayed event yields the same ``rec_id``.
+(read and written once per user and batch; a ``forget`` event or a tombstone deletes it), whose
+feedback signals (:mod:`stream_rec.core.signals`) adjust the scores; then the whole batch is
+scored in the scoring thread so the event loop keeps heartbeating, each user's ``rec_context``
+is written (once per user and batch), and one recommendation per valid event is sent, keyed by
+user. Events are acked after their recommendations are handed to the producer, and Faust
+flushes the producer before it commits offsets: at-least-once. ``rec_id`` is derived from the
+event's topic/partition/offset, so a replayed event yields the same ``rec_id``. Each stage's
+event-loop time goes to ``stream_rec_stage_seconds_total`` (``docs/hot-path.md``).
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ import msgpack
 from faust.streams import _current_event as _current_event_var
 
 from stream_rec.agents.common import limits, send_dead_letter
-from stream_rec.core.context import example, label_of, remember
+from stream_rec.core.context import example, label_of, remember_many
 from stream_rec.core.session import Session, apply_event, decode_session, encode_session
 from stream_rec.core.signals import adjustments
-from stream_rec.schemas import Behavior, InvalidEvent, RecItem, Recommendation, encode
+from stream_rec.metrics import StageClock
+from stream_rec.schemas import EVENT_TYPES, Behavior, InvalidEvent, encode_recommendation
 from stream_rec.serving.scorer import ScoredItem, Scorer, ScoreRequest
 
 if TYPE_CHECKING:
@@ -69,9 +72,7 @@ def register(pipeline: Pipeline) -> None:
         value_serializer="raw",
         partitions=settings.partitions,
     )
-    recs_topic = app.topic(
-        pipeline.topics.recommendations, key_serializer="raw", value_serializer="raw"
-    )
+    recs_name = pipeline.topics.recommendations
     examples_topic = app.topic(
         pipeline.topics.training_examples, key_serializer="raw", value_serializer="raw"
     )
@@ -86,37 +87,66 @@ def register(pipeline: Pipeline) -> None:
         await examples_topic.send(key=key, value=forget_marker(key.decode(errors="replace")))
         metrics.forgets.inc()
 
-    async def handle(stream: Any, event: Any) -> Job | None:
-        """Validate one event and apply it to the table; return the scoring job, if any."""
+    counted = {e: metrics.events_in.labels(topic="behavior", event=e) for e in EVENT_TYPES}
+
+    class Batch:
+        """One micro-batch's pending session writes: each user's session is read once,
+        updated by each of its events in order, and written once (one RocksDB put and one
+        changelog record per user and batch, not per event). Written back before any await,
+        so the feedback agent (same event loop) never sees a stale session nor has its own
+        write overwritten."""
+
+        def __init__(self) -> None:
+            self.sessions: dict[bytes, tuple[Session, Any]] = {}  # key → (session, last event)
+
+        def session(self, key: bytes) -> Session:
+            pending = self.sessions.get(key)
+            return pending[0] if pending is not None else decode_session(sessions.get(key))
+
+        def write(self) -> None:
+            for key, (session, event) in self.sessions.items():
+                _make_current(event)  # the table shard and changelog partition of the user
+                sessions[key] = encode_session(session)
+            self.sessions.clear()
+
+    async def handle(event: Any, batch: Batch, clock: StageClock) -> Job | None:
+        """Validate one event and apply it to its user's session; return the scoring job."""
         key: bytes | None = event.key
         if event.value is None:  # tombstone on a user key = forget that user
             if key:
+                batch.write()
+                batch.sessions.pop(key, None)
                 await forget(key)
-                metrics.events_in.labels(topic="behavior", event="forget").inc()
+                counted["forget"].inc()
             return None
         try:
             ev = decode_behavior_checked(event.value, key, lim)
+            clock.lap("decode")
         except InvalidEvent as exc:
+            batch.write()
             await send_dead_letter(pipeline, event, exc)
             return None
         if key is None:
             # Unkeyed producer: re-key so the user's state lives on the user's partition.
+            batch.write()
             await behavior.send(key=ev.user_id.encode(), value=event.value)
             metrics.events_in.labels(topic="behavior", event="rekeyed").inc()
             return None
-        metrics.events_in.labels(topic="behavior", event=ev.event).inc()
+        counted[ev.event].inc()
         if ev.event == "forget":
+            batch.write()
             await forget(key)
             return None
-        before: Session = decode_session(sessions.get(key))
+        before = batch.session(key)
         after = apply_event(before, ev, max_items=settings.session_length)
-        sessions[key] = encode_session(after)
+        batch.sessions[key] = (after, event)
         if settings.learn_from_behavior and before["items"]:
             # a low rating is an interaction, but not a positive one
             rate = ev.event == "rate"
             label = label_of("rate", ev.value, settings.positive_rating) if rate else 1
             ex = example(ev.user_id, before["items"], ev.item_id, label, ev.ts, None, False,
                          "behavior")  # fmt: skip
+            batch.write()
             await examples_topic.send(key=key, value=msgpack.packb(ex, use_bin_type=True))
         msg = event.message
         exclude, adjust = frozenset(after["seen"]), dict[str, float]()
@@ -126,6 +156,7 @@ def register(pipeline: Pipeline) -> None:
                 boost=settings.feedback_boost, discount=settings.impression_discount,
             )  # fmt: skip
             exclude |= dismissed
+        clock.lap("session")
         return Job(
             key=key,
             event=ev,
@@ -137,58 +168,86 @@ def register(pipeline: Pipeline) -> None:
 
     @app.agent(behavior, name="score_behavior")
     async def score_behavior(stream: Any) -> None:
-        loop = asyncio.get_running_loop()
         within = settings.batch_linger_ms / 1000.0
+        clock = StageClock(metrics.stage_seconds)
+        # Recommendations go straight to the app's producer (already raw bytes): Faust's
+        # ``Topic.send`` path cost ~10x more per record here (docs/hot-path.md). The producer's
+        # ``flush``, which Faust awaits before every commit, covers these sends too.
+        producer = await app.maybe_start_producer()
         async for events in stream.take_events(settings.batch_size, within=within):
-            jobs: list[Job] = []
-            for event in events:
-                _make_current(event)
-                try:
-                    job = await handle(stream, event)
-                except Exception as exc:  # noqa: BLE001 - a bug must not stop the stream
-                    log.exception("score_behavior: unexpected error on one event")
-                    await send_dead_letter(
-                        pipeline, event, InvalidEvent("internal_error", repr(exc))
-                    )
-                    continue
-                if job is not None:
-                    jobs.append(job)
-            if not jobs:
-                continue
-            scorer = pipeline.scorer.current  # one model for the whole batch
+            clock.lap("wait")  # acks of the last batch, Faust's stream and fetch, idle
             try:
-                results, scoring_s = await loop.run_in_executor(
-                    pipeline.executor, run_batch, scorer, jobs, settings.top_k
-                )
-            except Exception as exc:  # noqa: BLE001 - keep serving; the events are not dropped
-                log.exception("score_behavior: scoring a batch of %d failed", len(jobs))
-                err = InvalidEvent("scoring_failed", repr(exc))
-                for job in jobs:
-                    await send_dead_letter(pipeline, job.source, err)
+                await score_batch(events, producer, clock)
+            finally:
+                clock.lap("metrics")
+                clock.flush()
+
+    async def score_batch(events: Sequence[Any], producer: Any, clock: StageClock) -> None:
+        """Handle, score and publish one micro-batch; every lap goes to ``clock``."""
+        loop = asyncio.get_running_loop()
+        jobs: list[Job] = []
+        batch = Batch()
+        for event in events:
+            _make_current(event)
+            try:
+                job = await handle(event, batch, clock)
+            except Exception as exc:  # noqa: BLE001 - a bug must not stop the stream
+                log.exception("score_behavior: unexpected error on one event")
+                batch.write()
+                await send_dead_letter(pipeline, event, InvalidEvent("internal_error", repr(exc)))
                 continue
-            metrics.batch_size.observe(len(jobs))
-            metrics.scoring_seconds.observe(scoring_s)
-            now = time.time()
-            for job, items in zip(jobs, results, strict=True):
-                rec = Recommendation(
-                    user_id=job.event.user_id,
-                    rec_id=job.rec_id,
-                    items=[
-                        RecItem(item_id=i.item_id, score=i.score, reason=i.reason) for i in items
-                    ],
-                    model_version=scorer.version,
-                    event_ts=job.event.ts,
-                    emitted_ts=now,
-                )
-                await recs_topic.send(key=job.key, value=encode(rec, settings.output_codec))
-                _make_current(job.source)  # the context lands on the user's partition
-                rec_context[job.key] = remember(
-                    rec_context.get(job.key), job.rec_id, now, job.request.history,
-                    [i.item_id for i in items], max_recs=settings.rec_context_per_user,
-                    ttl_s=settings.rec_context_ttl_s,
-                )  # fmt: skip
-                metrics.e2e_seconds.observe(max(0.0, now - job.event.ts))
-            metrics.recommendations.inc(len(jobs))
+            if job is not None:
+                jobs.append(job)
+        batch.write()
+        clock.lap("session")
+        if not jobs:
+            return
+        scorer = pipeline.scorer.current  # one model for the whole batch
+        try:
+            results, scoring_s = await loop.run_in_executor(
+                pipeline.executor, run_batch, scorer, jobs, settings.top_k
+            )
+        except Exception as exc:  # noqa: BLE001 - keep serving; the events are not dropped
+            log.exception("score_behavior: scoring a batch of %d failed", len(jobs))
+            err = InvalidEvent("scoring_failed", repr(exc))
+            for job in jobs:
+                await send_dead_letter(pipeline, job.source, err)
+            return
+        clock.lap("score")
+        now = time.time()
+        version, codec = scorer.version, settings.output_codec
+        values = [
+            encode_recommendation(
+                job.event.user_id, job.rec_id, items, version, job.event.ts, now, codec
+            )
+            for job, items in zip(jobs, results, strict=True)
+        ]
+        clock.lap("encode")
+        # The context of every recommendation is in the table before any of them can reach a
+        # consumer (whose feedback joins on it); one write per user and batch.
+        contexts: dict[bytes, list[tuple[str, Sequence[str], list[str]]]] = {}
+        for job, items in zip(jobs, results, strict=True):
+            contexts.setdefault(job.key, []).append(
+                (job.rec_id, job.request.history, [i.item_id for i in items])
+            )
+        last_event = {job.key: job.source for job in jobs}
+        for key, recs in contexts.items():
+            _make_current(last_event[key])  # the context lands on the user's partition
+            rec_context[key] = remember_many(
+                rec_context.get(key), recs, now, max_recs=settings.rec_context_per_user,
+                ttl_s=settings.rec_context_ttl_s,
+            )  # fmt: skip
+        clock.lap("rec_context")
+        send = producer.send
+        for job, value in zip(jobs, values, strict=True):
+            await send(recs_name, job.key, value, None, None, None)  # handed over, not awaited
+        clock.lap("produce")
+        metrics.batch_size.observe(len(jobs))
+        metrics.scoring_seconds.observe(scoring_s)
+        observe_e2e = metrics.e2e_seconds.observe
+        for job in jobs:
+            observe_e2e(max(0.0, now - job.event.ts))
+        metrics.recommendations.inc(len(jobs))
 
 
 def forget_marker(user_id: str) -> bytes:

@@ -1,15 +1,28 @@
 """``stream-rec bench pipeline``: throughput and latency through the real broker.
 
-In one run, on the same broker and the same MovieLens events:
-1. **Pipeline throughput** — N behaviour events are produced first; a ``stream-rec worker``
-   then drains them. Sustained events/s = recommendations / (last − first recommendation's
-   broker timestamp).
-2. **Anchor throughput** — a bare Faust agent (``stream_rec.bench.bare``: only a table update
-   per event) drains the same N events; events/s from its changelog records' timestamps.
-3. **Latency** — the pipeline worker again, under a fixed offered load of half its measured
-   throughput; event→recommendation latency = the bench consumer's receive time − the event's
-   ``ts`` stamped at send.
-Workers run one at a time; the bench's own producer and consumer share the machine with them.
+In one run, on the same broker and the same MovieLens events, side by side:
+
+1. **Throughput** of each subject — the pipeline worker with the fallback scorer, the same
+   worker serving the ONNX model (``--model PATH``), and a bare Faust agent
+   (``stream_rec.bench.bare``: only a table update per event). Each subject gets its own topics
+   holding the same N behaviour events (and the same items), produced before it starts; it then
+   drains them. Sustained events/s = records after the first 10 % / the broker-time span from
+   the 10 % record to the last (the first 10 % hold the start: group join, catalogue load).
+   The pipeline's records are its recommendations, the bare agent's its changelog records.
+2. **Latency** of each pipeline subject under a fixed offered load of half its own measured
+   throughput (or ``--latency-rate R`` for every subject), on the same events:
+   event→recommendation = the bench consumer's receive time − the event's ``ts`` stamped at
+   send. The bench's producer sends each event on its own (no linger), as independent
+   producers would: unlike the drain, this load also costs the broker and the bench CPU.
+3. ``--workers N`` (N > 1): the fallback pipeline again with N workers sharing the same
+   partitions: their combined throughput, and the latency at the one-worker run's offered load.
+4. Per-stage cost of one event in each one-worker pipeline drain, from the worker's own timers
+   (``stream_rec_stage_seconds_total``, read from its ``/metrics`` at the end of the drain).
+   ``--profile`` adds a py-spy flame graph of each pipeline drain, saved beside the JSON
+   (py-spy samples the worker from outside, at 25 Hz, but shares the cores: the figures of a
+   profiled run are marked ``profiled`` and run lower).
+
+Subjects run one at a time; the bench's own producer and consumer share the machine with them.
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,18 +39,56 @@ import sys
 import time
 import urllib.request
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
 from stream_rec.bench.report import print_and_save
 from stream_rec.data.movielens import load_movielens
+from stream_rec.metrics import STAGES as STAGE_NAMES
 from stream_rec.ops.replay import behavior_payload, item_payload, make_producer, select_events
+from stream_rec.schemas import decode_output
 from stream_rec.settings import Settings
 from stream_rec.topics import create_topics, delete_topics_with_prefix
 
 console = Console()
+WARM_UP_SHARE = 0.1  # records left out of the throughput window (start of the drain)
+
+# Per-stage timers of ``score_behavior`` (``stream_rec_stage_seconds_total{stage}``), in the
+# order one event meets them, with what each one covers.
+STAGES: dict[str, str] = {
+    "wait": "between two batches: acks of the last batch, Faust's per-event stream work, "
+    "consumer fetch, other tasks (changelog and producer buffers, commit), idle",
+    "decode": "decode + validate (JSON/msgpack, schema, limits, key check)",
+    "session": "session read, update and write (sessions table: RocksDB + changelog enqueue)",
+    "score": "scoring: hand-off to the scoring thread, observe + score, back on the loop",
+    "encode": "recommendation records built and encoded",
+    "produce": "recommendations handed to the producer",
+    "rec_context": "rec_context read, update and write (RocksDB + changelog enqueue)",
+    "metrics": "Prometheus counters and histograms",
+    "score: of which in the scorer": "the scorer's own time in the scoring thread (score(), "
+    "not observe()); the rest of 'score' is the loop's other tasks meanwhile and the hand-off",
+}
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One thing measured: its own topics and group, its command, its scorer."""
+
+    name: str
+    settings: Settings
+    command: list[str]
+    model: Path | None = None
+    workers: int = 1
+
+    @property
+    def output_topic(self) -> str:
+        if self.command[-1] == "stream_rec.bench.bare":
+            return f"{self.settings.app_id}-bare-bare_counts-changelog"
+        return f"{self.settings.topic_prefix}recommendations"
 
 
 def _free_port() -> int:
@@ -45,30 +97,45 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _env(settings: Settings, data_dir: Path, port: int) -> dict[str, str]:
-    return {
+def _env(
+    s: Settings, data_dir: Path, port: int, *, model: Path | None = None, set_model: bool = False
+) -> dict[str, str]:
+    """A worker's environment; with ``set_model`` its scorer is ``model`` (None: the fallback)
+    whatever ``STREAM_REC_MODEL_PATH`` the bench itself was started with."""
+    env = {
         **os.environ,
-        "STREAM_REC_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "STREAM_REC_TOPIC_PREFIX": settings.topic_prefix,
-        "STREAM_REC_APP_ID": settings.app_id,
-        "STREAM_REC_PARTITIONS": str(settings.partitions),
+        "STREAM_REC_BOOTSTRAP_SERVERS": s.bootstrap_servers,
+        "STREAM_REC_TOPIC_PREFIX": s.topic_prefix,
+        "STREAM_REC_APP_ID": s.app_id,
+        "STREAM_REC_PARTITIONS": str(s.partitions),
         "STREAM_REC_DATA_DIR": str(data_dir),
         "STREAM_REC_WEB_PORT": str(port),
         "STREAM_REC_LOG_LEVEL": "warning",
     }
+    if set_model:
+        env.pop("STREAM_REC_MODEL_PATH", None)
+        if model is not None:
+            env["STREAM_REC_MODEL_PATH"] = str(model)
+    return env
+
+
+def _status(port: int) -> dict[str, Any] | None:
+    try:
+        url = f"http://127.0.0.1:{port}/stream-rec/status"
+        with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - our own worker
+            return dict(json.loads(r.read()))
+    except Exception:  # noqa: BLE001 - not up yet
+        return None
 
 
 def _ready(port: int) -> bool:
-    for path in ("/stream-rec/status", "/"):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:  # noqa: S310
-                if path == "/stream-rec/status":
-                    st = json.loads(r.read())
-                    return bool(st["catalog_caught_up"]) and not st["rebalancing"]
-                return True
-        except Exception:  # noqa: BLE001, S112 - not up yet, or no such page
-            continue
-    return False
+    st = _status(port)
+    return st is not None and bool(st["catalog_caught_up"]) and not st["rebalancing"]
+
+
+def scrape_metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:  # noqa: S310
+        return str(r.read().decode())
 
 
 class _Proc:
@@ -78,12 +145,15 @@ class _Proc:
         with open(log, "wb") as f:
             self.proc = subprocess.Popen(args, env=env, stdout=f, stderr=subprocess.STDOUT)  # noqa: S603
 
+    def check(self) -> None:
+        if self.proc.poll() is not None:
+            msg = f"worker exited {self.proc.returncode}; log {self.log}"
+            raise RuntimeError(msg)
+
     def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                msg = f"worker exited {self.proc.returncode}; log {self.log}"
-                raise RuntimeError(msg)
+            self.check()
             if _ready(self.port):
                 return
             time.sleep(0.3)
@@ -96,6 +166,75 @@ class _Proc:
             self.proc.wait(60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait()
+
+
+class _Workers:
+    """``n`` worker processes of one subject (one group, separate data dirs and ports)."""
+
+    def __init__(self, subject: Subject, work: Path, tag: str) -> None:
+        self.procs: list[_Proc] = []
+        for i in range(subject.workers):
+            port = _free_port()
+            name = f"{subject.name}-{tag}-{i}"
+            self.procs.append(
+                _Proc(
+                    subject.command,
+                    _env(
+                        subject.settings,
+                        work / f"{subject.name}-{i}",
+                        port,
+                        model=subject.model,
+                        set_model=True,
+                    ),
+                    work / f"{name}.log",
+                    port,
+                )  # fmt: skip
+            )
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        """Every worker has the catalogue and the group is settled (all at the same time)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for p in self.procs:
+                p.check()
+            sts = [_status(p.port) for p in self.procs]
+            if all(
+                st and st["catalog_caught_up"] and not st["rebalancing"] and st["assignment"]
+                for st in sts
+            ):
+                return
+            time.sleep(0.3)
+        msg = f"workers not ready in {timeout}s; logs {[str(p.log) for p in self.procs]}"
+        raise RuntimeError(msg)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.proc.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            p.stop()
+
+
+class _PySpy:
+    """``py-spy record`` attached to a running worker; the SVG is written when it stops."""
+
+    def __init__(self, pid: int, svg: Path, log: Path) -> None:
+        exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        self.svg = svg
+        with open(log, "wb") as f:
+            self.proc = subprocess.Popen(  # noqa: S603
+                [exe, "record", "--pid", str(pid), "--rate", "25", "--nonblocking",
+                 "--format", "flamegraph", "-o", str(svg)],
+                stdout=f, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def stop(self) -> bool:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        return self.svg.exists()
 
 
 async def _produce(settings: Settings, topic: str, msgs: list[tuple[bytes, bytes]]) -> None:
@@ -134,8 +273,12 @@ async def _drain_timestamps(settings: Settings, topic: str, n: int, timeout: flo
     return ts
 
 
-async def _latency_run(settings: Settings, events: list[Any], rate: float) -> list[float]:
-    """Offer ``rate`` events/s; return event→recommendation latencies (s) as received."""
+async def _latency_run(
+    settings: Settings, events: list[Any], rate: float
+) -> tuple[list[float], int]:
+    """Offer ``rate`` events/s; return event→recommendation latencies (s) as received, and
+    how many recommendations of earlier events came meanwhile (events of the drain that a
+    restarted group processed again: at-least-once), which are left out of the latencies."""
     from aiokafka import AIOKafkaConsumer
 
     c = AIOKafkaConsumer(
@@ -145,13 +288,20 @@ async def _latency_run(settings: Settings, events: list[Any], rate: float) -> li
     await c.start()
     await c.getmany(timeout_ms=500)  # positions fixed at the end before we send
     lat: list[float] = []
+    earlier = [0]
     deadline: list[float] = []  # set once everything is sent: wait at most 30 s more
+    t_start = time.time()
 
     async def consume() -> None:
         while not (deadline and (len(lat) >= len(events) or time.monotonic() > deadline[0])):
             for recs in (await c.getmany(timeout_ms=200)).values():
                 now = time.time()
-                lat.extend(now - json.loads(r.value)["event_ts"] for r in recs)
+                for r in recs:
+                    ts = decode_output(r.value)["event_ts"]
+                    if ts < t_start:
+                        earlier[0] += 1
+                    else:
+                        lat.append(now - ts)
 
     p: Any = make_producer(settings, linger_ms=0)
     await p.start()
@@ -168,7 +318,7 @@ async def _latency_run(settings: Settings, events: list[Any], rate: float) -> li
     await task
     await p.stop()
     await c.stop()
-    return lat
+    return lat, earlier[0]
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -176,95 +326,209 @@ def _pct(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
 
 
-def run(base: Settings, *, events: int, out: Path, latency_seconds: float = 20.0) -> dict[str, Any]:
+def steady_rate(ts: list[int], warm_up: float = WARM_UP_SHARE) -> float:
+    """Records/s after the first ``warm_up`` share of records (broker timestamps in ms)."""
+    s = sorted(ts)
+    rest = s[int(warm_up * len(s)) :]
+    if len(rest) < 2:
+        return float("nan")
+    span = (rest[-1] - rest[0]) / 1000.0
+    return (len(rest) - 1) / span if span > 0 else float("nan")
+
+
+def stage_breakdown(metrics_text: str) -> dict[str, float]:
+    """µs per recommendation of each ``score_behavior`` stage, from a worker's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    seconds: dict[str, float] = {}
+    recs = 0.0
+    for fam in text_string_to_metric_families(metrics_text):
+        for smp in fam.samples:
+            if smp.name == "stream_rec_stage_seconds_total":
+                seconds[smp.labels["stage"]] = smp.value
+            elif smp.name == "stream_rec_recommendations_total":
+                recs = smp.value
+            elif smp.name == "stream_rec_scoring_seconds_sum":
+                seconds["score: of which in the scorer"] = smp.value
+    if recs <= 0:
+        return {}
+    out = {s: 1e6 * seconds[s] / recs for s in STAGES if s in seconds}
+    out.update({s: 1e6 * v / recs for s, v in seconds.items() if s not in out})
+    return out
+
+
+def _drain(subject: Subject, n: int, work: Path, profile_svg: Path | None) -> dict[str, Any]:
+    w = _Workers(subject, work, "drain")
+    spy = _PySpy(w.procs[0].proc.pid, profile_svg, work / f"{subject.name}-pyspy.log") \
+        if profile_svg else None  # fmt: skip
+    out: dict[str, Any] = {}
+    try:
+        ts = asyncio.run(_drain_timestamps(subject.settings, subject.output_topic, n, 900))
+        if subject.workers == 1 and subject.output_topic.endswith(".recommendations"):
+            try:
+                out["stages_us"] = stage_breakdown(scrape_metrics(w.procs[0].port))
+            except OSError as exc:
+                console.print(f"[yellow]no /metrics from {subject.name}: {exc}[/yellow]")
+    finally:
+        if spy is not None:
+            ok = spy.stop()
+            out["flamegraph"] = str(spy.svg) if ok else f"py-spy failed: see {work}"
+        w.stop()
+    out["events_per_s"] = steady_rate(ts)
+    out["records"] = len(ts)
+    return out
+
+
+def _latency(subject: Subject, events: list[Any], rate: float, work: Path) -> dict[str, Any]:
+    w = _Workers(subject, work, "latency")
+    stages: dict[str, float] = {}
+    try:
+        w.wait_ready()
+        lat, earlier = asyncio.run(_latency_run(subject.settings, events, rate))
+        if subject.workers == 1:
+            try:
+                stages = stage_breakdown(scrape_metrics(w.procs[0].port))
+            except OSError as exc:
+                console.print(f"[yellow]no /metrics from {subject.name}: {exc}[/yellow]")
+    finally:
+        w.stop()
+    return {
+        "latency_stages_us": stages,
+        "offered_events_per_s": rate,
+        "latency_events": len(lat),
+        "latency_redelivered_earlier_events": earlier,
+        "latency_p50_ms": 1000 * _pct(lat, 0.50),
+        "latency_p95_ms": 1000 * _pct(lat, 0.95),
+        "latency_p99_ms": 1000 * _pct(lat, 0.99),
+    }
+
+
+def run(
+    base: Settings,
+    *,
+    events: int,
+    out: Path,
+    model: Path | None = None,
+    workers: int = 1,
+    profile: bool = False,
+    latency_rate: float | None = None,
+    latency_seconds: float = 20.0,
+) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:8]
-    settings = base.model_copy(
-        update={"topic_prefix": f"bench-{run_id}.", "app_id": f"bench-{run_id}"}
-    )
     work = base.home / "bench" / run_id
     work.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)  # flame graphs are written beside the JSON
+    py = sys.executable
+    worker_cmd = [py, "-m", "stream_rec", "worker"]
+
+    def subject(name: str, cmd: list[str], **kw: Any) -> Subject:
+        s = base.model_copy(
+            update={"topic_prefix": f"bench-{run_id}-{name}.", "app_id": f"bench-{run_id}-{name}"}
+        )
+        return Subject(name, s, cmd, **kw)
+
+    pipelines = [subject("fallback", worker_cmd)]
+    if model is not None:
+        pipelines.append(subject("model", worker_cmd, model=model))
+    bare = subject("bare", [py, "-m", "stream_rec.bench.bare"])
+    scaled = subject(f"fallback-x{workers}", worker_cmd, workers=workers) if workers > 1 else None
+    subjects = [*pipelines, bare, *([scaled] if scaled else [])]
+
     ds = load_movielens("movielens-100k", base.home)
     all_events = select_events(ds, None, None)
     evs = all_events[:events]
     lat_pool = all_events[events:]
-    asyncio.run(create_topics(settings))
     now = time.time()
-    asyncio.run(
-        _produce(
-            settings, f"{settings.topic_prefix}items",
-            [(i.item_id.encode(), item_payload(i, now)) for i in ds.items.values()],
-        )
-    )  # fmt: skip
-    asyncio.run(
-        _produce(
-            settings, f"{settings.topic_prefix}behavior",
-            [(x.user_id.encode(), behavior_payload(x, now)) for x in evs],
-        )
-    )  # fmt: skip
-    py = sys.executable
-    results: dict[str, Any] = {}
+    items = [(i.item_id.encode(), item_payload(i, now)) for i in ds.items.values()]
+    behaviour = [(x.user_id.encode(), behavior_payload(x, now)) for x in evs]
+    for sub in subjects:
+        asyncio.run(create_topics(sub.settings))
+        asyncio.run(_produce(sub.settings, f"{sub.settings.topic_prefix}items", items))
+        asyncio.run(_produce(sub.settings, f"{sub.settings.topic_prefix}behavior", behaviour))
 
-    console.print(f"[bold]pipeline[/bold]: draining {len(evs)} events…")
-    port = _free_port()
-    w = _Proc([py, "-m", "stream_rec", "worker"], _env(settings, work / "pipeline", port),
-              work / "pipeline.log", port)  # fmt: skip
+    results: dict[str, Any] = {"events": len(evs), "profiled": profile}
+    per: dict[str, dict[str, Any]] = {}
     try:
-        ts = asyncio.run(
-            _drain_timestamps(settings, f"{settings.topic_prefix}recommendations", len(evs), 600)
-        )
-    finally:
-        w.stop()
-    results["pipeline_events_per_s"] = _rate(ts)
-    results["pipeline_recommendations"] = len(ts)
-
-    console.print(f"[bold]bare Faust agent[/bold]: draining {len(evs)} events…")
-    port = _free_port()
-    b = _Proc([py, "-m", "stream_rec.bench.bare"], _env(settings, work / "bare", port),
-              work / "bare.log", port)  # fmt: skip
-    try:
-        ts_b = asyncio.run(
-            _drain_timestamps(
-                settings, f"{settings.app_id}-bare-bare_counts-changelog", len(evs), 600
+        for sub in [*pipelines, bare, *([scaled] if scaled else [])]:
+            console.print(f"[bold]{sub.name}[/bold]: draining {len(evs)} events…")
+            svg = out.with_name(f"{out.stem}-{sub.name}.svg") if profile and sub in pipelines \
+                else None  # fmt: skip
+            per[sub.name] = _drain(sub, len(evs), work, svg)
+        bare_rate = per["bare"]["events_per_s"]
+        for sub in pipelines:
+            per[sub.name]["throughput_ratio_to_bare"] = per[sub.name]["events_per_s"] / bare_rate
+        pool_n = len(lat_pool)
+        for sub in [*pipelines, *([scaled] if scaled else [])]:
+            one = per["fallback" if sub is scaled else sub.name]
+            offered = latency_rate or 0.5 * one["events_per_s"]
+            n_lat = min(pool_n, int(offered * latency_seconds))
+            console.print(f"[bold]{sub.name}[/bold] latency: {n_lat} events at {offered:.0f}/s…")
+            per[sub.name].update(_latency(sub, lat_pool[:n_lat], offered, work))
+        if scaled is not None:
+            per[scaled.name]["throughput_ratio_to_one_worker"] = (
+                per[scaled.name]["events_per_s"] / per["fallback"]["events_per_s"]
             )
-        )
     finally:
-        b.stop()
-    results["bare_events_per_s"] = _rate(ts_b)
-    results["throughput_ratio"] = results["pipeline_events_per_s"] / results["bare_events_per_s"]
+        # the subjects' topics and their groups' changelog/assignor topics (named by app id)
+        asyncio.run(delete_topics_with_prefix(base, f"bench-{run_id}-"))
+        shutil.rmtree(work, ignore_errors=True)
 
-    offered = 0.5 * results["pipeline_events_per_s"]
-    n_lat = min(len(lat_pool), int(offered * latency_seconds))
-    console.print(f"[bold]latency[/bold]: {n_lat} events at {offered:.0f}/s…")
-    port = _free_port()
-    w = _Proc([py, "-m", "stream_rec", "worker"], _env(settings, work / "pipeline", port),
-              work / "pipeline-latency.log", port)  # fmt: skip
-    try:
-        w.wait_ready()
-        lat = asyncio.run(_latency_run(settings, lat_pool[:n_lat], offered))
-    finally:
-        w.stop()
+    results["subjects"] = per
     results.update(
         {
-            "offered_events_per_s": offered,
-            "latency_events": len(lat),
-            "latency_p50_ms": 1000 * _pct(lat, 0.50),
-            "latency_p95_ms": 1000 * _pct(lat, 0.95),
-            "latency_p99_ms": 1000 * _pct(lat, 0.99),
-            "events": len(evs),
-            "scorer": "model" if base.model_path else "fallback (popularity + co-occurrence)",
+            "model": str(model) if model else None,
+            "workers": workers,
+            "latency_rate": latency_rate or "half of each subject's own (one worker's) max",
             "batch_size": base.batch_size,
             "batch_linger_ms": base.batch_linger_ms,
             "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
             "python": platform.python_version(),
         }
     )
-    print_and_save(console, "stream-rec bench pipeline", results, out)
-    asyncio.run(delete_topics_with_prefix(settings, f"bench-{run_id}"))
+    _print(results, per)
+    print_and_save(console, "stream-rec bench pipeline (settings)", results, out,
+                   skip=("subjects",))  # fmt: skip
     return results
 
 
-def _rate(ts: list[int]) -> float:
-    if len(ts) < 2:
-        return float("nan")
-    span = (max(ts) - min(ts)) / 1000.0
-    return len(ts) / span if span > 0 else float("nan")
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    return "" if v is None else str(v)
+
+
+def _print(results: dict[str, Any], per: dict[str, dict[str, Any]]) -> None:
+    names = list(per)
+    t = Table(title=f"stream-rec bench pipeline: {results['events']} events, side by side")
+    t.add_column("figure")
+    for n in names:
+        t.add_column(n, justify="right")
+    rows = [
+        "events_per_s", "throughput_ratio_to_bare", "throughput_ratio_to_one_worker",
+        "offered_events_per_s", "latency_events", "latency_redelivered_earlier_events",
+        "latency_p50_ms", "latency_p95_ms",
+        "latency_p99_ms",
+    ]  # fmt: skip
+    for r in rows:
+        if any(r in per[n] for n in names):
+            t.add_row(r, *(_fmt(per[n].get(r)) for n in names))
+    console.print(t)
+    cols = [
+        (f"{n} {run}", per[n][field])
+        for n in names
+        for run, field in (("drain", "stages_us"), ("half load", "latency_stages_us"))
+        if per[n].get(field)
+    ]
+    if not cols:
+        return
+    s = Table(title="µs per event by stage (score_behavior timers)")
+    s.add_column("stage")
+    for name, _ in cols:
+        s.add_column(name, justify="right")
+    s.add_column("covers")
+    stages = list(dict.fromkeys(k for _, st in cols for k in st))
+    for stage in stages:
+        s.add_row(stage, *(_fmt(st.get(stage)) for _, st in cols), STAGES.get(stage, ""))
+    total = [sum(v for k, v in st.items() if k in STAGE_NAMES) for _, st in cols]
+    s.add_row("sum of the stages", *(_fmt(t) for t in total), "")
+    console.print(s)

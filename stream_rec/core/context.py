@@ -52,8 +52,27 @@ def remember(
     max_history: int = 20,
 ) -> bytes:
     """The table value after adding one recommendation (expired and oldest entries dropped)."""
+    return remember_many(
+        raw, [(rec_id, history, items)], now, max_recs=max_recs, ttl_s=ttl_s,
+        max_history=max_history,
+    )  # fmt: skip
+
+
+def remember_many(
+    raw: bytes | None,
+    recs: Sequence[tuple[str, Sequence[str], Sequence[str]]],
+    now: float,
+    *,
+    max_recs: int,
+    ttl_s: float,
+    max_history: int = 20,
+) -> bytes:
+    """The table value after adding ``(rec_id, history, items)`` recommendations made at
+    ``now``, in order (the last is the newest): the same as :func:`remember` once per entry,
+    with one decode and one encode."""
     ctx = {k: v for k, v in decode_contexts(raw).items() if now - v["ts"] <= ttl_s}
-    ctx[rec_id] = {"ts": now, "history": list(history[-max_history:]), "items": list(items)}
+    for rec_id, history, items in recs:
+        ctx[rec_id] = {"ts": now, "history": list(history[-max_history:]), "items": list(items)}
     newest = sorted(ctx.items(), key=lambda kv: kv[1]["ts"])[-max_recs:]
     return bytes(msgpack.packb(dict(newest), use_bin_type=True))
 

@@ -464,33 +464,53 @@ class OnnxScorer:
         cat = self._snapshot()  # one consistent catalogue even if upsert_items runs meanwhile
         scores = self.score_matrix([r.history for r in requests], cat)
         n = len(cat.ids)
-        results: list[list[ScoredItem]] = []
+        where = cat.where
+        hists: list[list[int]] = []
+        ban_rows: list[int] = []
+        ban_cols: list[int] = []
         for row, req in enumerate(requests):
-            s = scores[row]
             if req.adjust:  # feedback signals, in units of this user's score spread
-                at = [(cat.where[i], a) for i, a in req.adjust.items() if i in cat.where]
+                s = scores[row]
+                at = [(where[i], a) for i, a in req.adjust.items() if i in where]
                 if at:
                     cols, by = zip(*at, strict=True)
                     s[np.asarray(cols)] += np.asarray(by, np.float32) * np.float32(s.std())
-            hist = [cat.where[i] for i in req.history if i in cat.where]
-            banned = [cat.where[i] for i in req.exclude if i in cat.where] + hist
-            if banned:
-                s[np.asarray(banned, dtype=np.int64)] = -np.inf
-            kk = min(k, n)
-            top = np.argpartition(-s, kk - 1)[:kk] if 0 < kk < n else np.arange(kk)
-            top = top[np.lexsort((top, -s[top]))]
+            hist = [where[i] for i in req.history if i in where]
+            hists.append(hist)
+            banned = [where[i] for i in req.exclude if i in where] + hist
+            ban_rows.extend([row] * len(banned))
+            ban_cols.extend(banned)
+        if ban_cols:  # seen and excluded items of every row in one assignment
+            scores[np.asarray(ban_rows), np.asarray(ban_cols, dtype=np.int64)] = -np.inf
+        # Top k of every row at once, best first, ties by catalogue index.
+        kk = min(k, n)
+        if 0 < kk < n:
+            top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+        else:
+            top = np.tile(np.arange(kk), (len(requests), 1))
+        vals = np.take_along_axis(scores, top, axis=1)
+        order = np.lexsort((top, -vals), axis=1)
+        top = np.take_along_axis(top, order, axis=1)
+        vals = np.take_along_axis(vals, order, axis=1)
+        finite = np.isfinite(vals)
+        results: list[list[ScoredItem]] = []
+        for row, hist in enumerate(hists):
+            m = int(finite[row].argmin()) if not finite[row].all() else kk
+            idx = top[row, :m]
             recent = hist[-REASON_WINDOW:]
-            out = []
-            for j in top:
-                if not np.isfinite(s[j]):
-                    break
-                if recent:
-                    sims = cat.norm[np.asarray(recent, dtype=np.int64)] @ cat.norm[j]
-                    reason = f"because you watched {cat.titles[recent[int(np.argmax(sims))]]}"
-                else:
-                    reason = "popular now"
-                out.append(ScoredItem(cat.ids[int(j)], float(s[j]), reason))
-            results.append(out)
+            if recent and m:
+                # the reason of each item: the recent item most like it (one product per row)
+                sims = cat.norm[np.asarray(recent, dtype=np.int64)] @ cat.norm[idx].T
+                best = sims.argmax(axis=0)
+                reasons = [f"because you watched {cat.titles[recent[int(b)]]}" for b in best]
+            else:
+                reasons = ["popular now"] * m
+            results.append(
+                [
+                    ScoredItem(cat.ids[int(j)], float(v), r)
+                    for j, v, r in zip(idx, vals[row, :m], reasons, strict=True)
+                ]
+            )
         return results
 
 

@@ -10,7 +10,6 @@ record: a restarted worker relearns them as events flow.
 
 from __future__ import annotations
 
-import heapq
 import math
 import threading
 import time
@@ -33,6 +32,15 @@ class PopularityCooccurrenceScorer:
         self._version = version
         self._titles: dict[str, str] = {}
         self._pop: Counter[str] = Counter()
+        self._pop_total = 0
+        # Popularity ranking of the catalogue (count, then id, both descending) as rows of
+        # ``self._ids``: rebuilt at most once per ``score`` call, after counts or the catalogue
+        # changed, by one lexsort of per-row arrays (ranking the whole catalogue in Python per
+        # request was most of this scorer's cost).
+        self._counts = np.zeros(0, dtype=np.int64)  # observed count per catalogue row
+        self._id_rank = np.zeros(0, dtype=np.int64)  # row's place in the ids' string order
+        self._pop_rank: list[int] = []
+        self._pop_stale = True
         self._co: dict[str, Counter[str]] = {}
         self._index: dict[str, int] = {}  # catalogue item → row in self._ids
         self._ids: list[str] = []
@@ -50,18 +58,32 @@ class PopularityCooccurrenceScorer:
 
     def upsert_items(self, items: Iterable[CatalogItem]) -> None:
         with self._lock:
+            n_old = len(self._ids)
             for it in items:
                 self._titles[it.item_id] = it.title
                 if it.item_id not in self._index:
                     self._index[it.item_id] = len(self._ids)
                     self._ids.append(it.item_id)
                     self._dirty.update(self._co.get(it.item_id, ()))
+            if len(self._ids) > n_old:
+                new = self._ids[n_old:]
+                counts = np.fromiter((self._pop.get(i, 0) for i in new), np.int64, len(new))
+                self._counts = np.concatenate([self._counts, counts])
+                by_id = sorted(range(len(self._ids)), key=self._ids.__getitem__)
+                self._id_rank = np.empty(len(self._ids), dtype=np.int64)
+                self._id_rank[by_id] = np.arange(len(self._ids))
+                self._pop_stale = True
 
     def observe(self, user_id: str, history: Sequence[str], item_id: str, event: str) -> None:
         if event == "forget" or not item_id:
             return
         with self._lock:
             self._pop[item_id] += 1
+            self._pop_total += 1
+            row = self._index.get(item_id)
+            if row is not None:
+                self._counts[row] += 1
+                self._pop_stale = True
             for prev in history[-_WINDOW:]:
                 if prev == item_id:
                     continue
@@ -74,16 +96,22 @@ class PopularityCooccurrenceScorer:
 
     def score(self, requests: Sequence[ScoreRequest], k: int) -> list[list[ScoredItem]]:
         with self._lock:
+            if self._pop_stale:
+                self._pop_rank = np.lexsort((-self._id_rank, -self._counts)).tolist()
+                self._pop_stale = False
             return [self._score_one(r, k) for r in requests]
 
     def _popular(self, k: int, exclude: frozenset[str]) -> list[ScoredItem]:
         """Catalogue items by observed count; never-observed (cold) items after them."""
-        total = sum(self._pop.values()) or 1
-        ranked = heapq.nlargest(
-            k,
-            (iid for iid in self._titles if iid not in exclude),
-            key=lambda iid: (self._pop.get(iid, 0), iid),
-        )
+        total = self._pop_total or 1
+        ranked: list[str] = []
+        ids = self._ids
+        for row in self._pop_rank:
+            iid = ids[row]
+            if iid not in exclude:
+                ranked.append(iid)
+                if len(ranked) == k:
+                    break
         return [
             ScoredItem(iid, self._pop[iid] / total, "popular now")
             if self._pop.get(iid)
