@@ -216,8 +216,11 @@ def test_unusable_token_stops_the_start_without_printing_it(value: str) -> None:
 # --- the open pages -----------------------------------------------------------------------------
 
 # Every label of the open /metrics page takes its values from a fixed vocabulary (topic names,
-# event types, reason codes, model versions, partition numbers); none can carry a user or an item.
-OPEN_LABELS = {"topic", "event", "reason", "label", "matched", "version", "partition", "outcome"}
+# event types, reason codes, model versions, partition numbers, the agent's stage names); none
+# can carry a user or an item.
+OPEN_LABELS = {
+    "topic", "event", "reason", "label", "matched", "version", "partition", "outcome", "stage",
+}  # fmt: skip
 
 
 def test_no_metric_has_a_label_that_could_name_a_user_or_an_item() -> None:
