@@ -310,6 +310,7 @@ class Show:
         self.count: dict[str, int] = {}
         self.n_sent = self.received = self.live_received = self.model_answers = 0
         self.latencies: list[float] = []
+        self.period_latencies: dict[str, list[float]] = {"fallback": [], "model": []}
         self.rows: deque[tuple[str, ...]] = deque(maxlen=10)
         self.phase = "history"
         self.swap: tuple[str, float] | None = None  # (version, seconds after the history)
@@ -335,6 +336,7 @@ class Show:
         self.latencies.append(max(0.0, now - rec["event_ts"]))
         items = [i["item_id"] for i in rec["items"]]
         period = "fallback" if is_fallback(version) else "model"
+        self.period_latencies[period].append(self.latencies[-1])
         nxt = self.next.get((rec["user_id"], n))
         self.hit.add(period, nxt, items)
         if period == "model":
@@ -462,10 +464,15 @@ class Show:
             f"{self.n_sent - self.history} live at {self.rate:.0f}/s) in {wall:.0f} s; "
             f"{self.received} recommendations"
         )
-        console.print(
-            f"live latency p50 {1000 * percentile(self.latencies, 0.5):.1f} ms, "
-            f"p99 {1000 * percentile(self.latencies, 0.99):.1f} ms"
-        )
+        for label, xs in (("all live events", self.latencies),
+                          ("answered by the fallback (the trainer bootstrapping beside it)",
+                           self.period_latencies["fallback"]),
+                          ("answered by the model", self.period_latencies["model"])):  # fmt: skip
+            console.print(
+                f"latency, {label}: p50 {1000 * percentile(xs, 0.5):.1f} ms, "
+                f"p95 {1000 * percentile(xs, 0.95):.1f} ms, "
+                f"p99 {1000 * percentile(xs, 0.99):.1f} ms"
+            )
         t = Table(title="online hit rate: the user's next interaction in the top 10")
         for col in ("live events answered by", "scored by", "events", "HR@10"):
             t.add_column(col)
