@@ -88,11 +88,19 @@ async def _admin(settings: Settings) -> AsyncIterator[Any]:
         await admin.close()
 
 
-async def topic_partitions(settings: Settings, topic: str) -> list[int]:
-    """The partition numbers of ``topic`` (empty if it does not exist)."""
+async def topic_partitions(settings: Settings, *topics: str) -> list[Any]:
+    """The partitions of ``topics`` as aiokafka ``TopicPartition`` s, in one admin request
+    (none for a topic that does not exist): a consumer without a group never learns them."""
+    from aiokafka import TopicPartition
+
     async with _admin(settings) as admin:
-        described = await admin.describe_topics([topic])
-    return sorted(p["partition"] for d in described if not d["error_code"] for p in d["partitions"])
+        described = await admin.describe_topics(list(topics))
+    return sorted(
+        TopicPartition(d["topic"], p["partition"])
+        for d in described
+        if not d["error_code"]
+        for p in d["partitions"]
+    )
 
 
 async def create_topics(settings: Settings) -> dict[str, str]:

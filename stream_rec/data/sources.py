@@ -105,7 +105,7 @@ async def read_kafka(
     ``since`` (epoch seconds): only behaviour events with ``ts >= since``; the read of each
     partition starts at the first message appended at or after ``since``
     (``offsets_for_times``), so older history is not fetched at all."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
 
     topics = Topics(settings.topic_prefix)
     consumer = AIOKafkaConsumer(
@@ -115,14 +115,9 @@ async def read_kafka(
         auto_offset_reset="earliest",
         **settings.kafka_client_kwargs(),
     )
-    # the admin client: a consumer without a group never learns a topic's partitions
-    item_tps = [
-        TopicPartition(topics.items, p) for p in await topic_partitions(settings, topics.items)
-    ]
-    beh_tps = [
-        TopicPartition(topics.behavior, p)
-        for p in await topic_partitions(settings, topics.behavior)
-    ]
+    tps = await topic_partitions(settings, topics.items, topics.behavior)
+    item_tps = [tp for tp in tps if tp.topic == topics.items]
+    beh_tps = [tp for tp in tps if tp.topic == topics.behavior]
     await consumer.start()
     try:
         ends = await consumer.end_offsets(item_tps + beh_tps)

@@ -407,7 +407,6 @@ class Show:
         task = asyncio.create_task(
             replay(self.settings, self.ds, events=self.history_events, on_send=self.on_send)
         )
-        ok = True
         try:
             with Live(self.render(), console=console, refresh_per_second=4) as live:
                 await self._follow(

@@ -85,22 +85,18 @@ def due(
 
 async def topic_sizes(settings: Settings, consumer: Any) -> TopicSizes:
     """Offsets of the two input topics, read with a group-less aiokafka consumer."""
-    from aiokafka import TopicPartition
-
     from stream_rec.topics import Topics, topic_partitions
 
-    async def sizes(topic: str) -> tuple[int, int]:
-        tps = [TopicPartition(topic, p) for p in await topic_partitions(settings, topic)]
-        if not tps:
-            return 0, 0
-        ends = await consumer.end_offsets(tps)
-        starts = await consumer.beginning_offsets(tps)
-        return sum(ends[tp] - starts[tp] for tp in tps), sum(ends.values())
-
     topics = Topics(settings.topic_prefix)
-    events, written = await sizes(topics.behavior)
-    n_items, _ = await sizes(topics.items)
-    return TopicSizes(events=events, written=written, items=n_items)
+    tps = await topic_partitions(settings, topics.behavior, topics.items)
+    ends = await consumer.end_offsets(tps) if tps else {}
+    starts = await consumer.beginning_offsets(tps) if tps else {}
+    beh = [tp for tp in tps if tp.topic == topics.behavior]
+    return TopicSizes(
+        events=sum(ends[tp] - starts[tp] for tp in beh),
+        written=sum(ends[tp] for tp in beh),
+        items=sum(ends[tp] - starts[tp] for tp in tps if tp.topic == topics.items),
+    )
 
 
 def model_configs(settings: Settings, text_dim: int) -> tuple[Any, Any]:

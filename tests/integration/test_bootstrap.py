@@ -18,39 +18,19 @@ from typing import Any
 import pytest
 
 from stream_rec.agents.models import decode_announcement
-from tests.integration.conftest import ROOT, Pipeline, behavior, wait_for
+from tests.integration.conftest import ROOT, Pipeline, behavior, items_messages, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 N_ITEMS = 40
-GENRES = ["Drama", "Comedy", "Horror", "Western", "Sci-Fi"]
-
-
-def _items() -> list[tuple[bytes | None, bytes | None]]:
-    now = time.time()
-    return [
-        (
-            f"m{i}".encode(),
-            json.dumps(
-                {
-                    "item_id": f"m{i}",
-                    "title": f"Film number {i}",
-                    "text": None,
-                    "attributes": {"genres": GENRES[i % len(GENRES)], "year": str(1950 + i)},
-                    "ts": now,
-                }
-            ).encode(),
-        )
-        for i in range(N_ITEMS)
-    ]
 
 
 def _walks(users: range, length: int, rng: random.Random) -> list[tuple[bytes, bytes]]:
-    """Users walk the catalogue in steps of +1 (m3, m4, m5, ...), interleaved in time."""
+    """Users walk the catalogue in steps of +1 (i3, i4, i5, ...), interleaved in time."""
     seqs = {}
     for u in users:
         start = rng.randrange(N_ITEMS - length)
-        seqs[f"u{u}"] = [f"m{start + k}" for k in range(length)]
+        seqs[f"u{u}"] = [f"i{start + k}" for k in range(length)]
     out = []
     for k in range(length):
         for user, items in seqs.items():
@@ -94,7 +74,7 @@ def test_trainer_bootstraps_the_first_model_and_workers_swap_to_it(
     registry = tmp_path / "registry"
     registry.mkdir()
     w = pipeline.worker(STREAM_REC_MODEL_PATH=str(registry)).start()
-    pipeline.produce("items", _items())
+    pipeline.produce("items", items_messages(N_ITEMS))
     st = w.wait_ready()
     assert st["model_version"].startswith("fallback")
     assert st["serving"] == "fallback, waiting for first model"
