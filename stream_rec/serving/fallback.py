@@ -157,37 +157,50 @@ class PopularityCooccurrenceScorer:
         return [ScoredItem(iid, adjusted[iid], cands[iid].reason) for iid in best]
 
     def _ranked(self, req: ScoreRequest, k: int) -> list[ScoredItem]:
+        """The top ``k`` co-occurrence candidates (ties by catalogue row), then popularity.
+
+        Array operations over the catalogue's rows: per-candidate Python ran for every item
+        of every neighbour list and was most of this scorer's time (docs/hot-path.md).
+        """
+        if k <= 0:
+            return []
         recent = list(req.history[-_WINDOW:])
         now = time.monotonic()
-        parts_idx, parts_w = [], []
+        parts = []
         for pos, src in enumerate(recent):
             idx, w = self._neighbours(src, now)
             if len(idx):
-                parts_idx.append(idx)
-                parts_w.append(w * 0.5 ** (len(recent) - 1 - pos))  # the latest counts most
+                parts.append((pos, idx, w * 0.5 ** (len(recent) - 1 - pos)))  # latest: most
         out: list[ScoredItem] = []
-        exclude = req.exclude
-        history = set(req.history)
-        if parts_idx:
-            cand, inv = np.unique(np.concatenate(parts_idx), return_inverse=True)
-            scores = np.bincount(inv, weights=np.concatenate(parts_w))
-            for j in np.argsort(-scores, kind="stable"):
-                iid = self._ids[cand[j]]
-                if iid in exclude or iid in history:
-                    continue
-                out.append(ScoredItem(iid, float(scores[j]), self._reason(iid, recent)))
-                if len(out) == k:
-                    break
+        index = self._index
+        banned = [index[i] for i in req.exclude.union(req.history) if i in index]
+        if parts:
+            n = len(self._ids)
+            all_idx = np.concatenate([idx for _, idx, _ in parts])
+            scores = np.bincount(all_idx, weights=np.concatenate([w for _, _, w in parts]),
+                                 minlength=n)  # fmt: skip
+            live = np.zeros(n, dtype=bool)
+            live[all_idx] = True
+            live[banned] = False
+            cand = np.flatnonzero(live)
+            if len(cand) > k:  # every candidate scoring at least the k-th best, then exact
+                kth = np.partition(scores[cand], len(cand) - k)[len(cand) - k]
+                cand = cand[scores[cand] >= kth]
+            top = cand[np.lexsort((cand, -scores[cand]))][:k]
+            if len(top):
+                # each recent item's part of each top score: the reason names the largest
+                dense = np.zeros((len(recent), n))
+                for pos, idx, w in parts:
+                    dense[pos, idx] = w
+                by_source = dense[:, top]
+                best = by_source.argmax(axis=0)  # ties: the older item, as listed
+                titles, ids = self._titles, self._ids
+                out = [
+                    ScoredItem(ids[j], float(scores[j]),
+                               f"because you watched {titles.get(recent[b], recent[b])}")
+                    for j, b in zip(top.tolist(), best.tolist(), strict=True)
+                ]  # fmt: skip
         if len(out) < k:
-            have = exclude | history | {x.item_id for x in out}
+            have = req.exclude | set(req.history) | {x.item_id for x in out}
             out.extend(self._popular(k - len(out), frozenset(have)))
         return out
-
-    def _reason(self, iid: str, recent: list[str]) -> str:
-        best, best_w = recent[-1], -1.0
-        for pos, src in enumerate(recent):
-            nb = self._co.get(src)
-            w = (nb.get(iid, 0) if nb else 0) * 0.5 ** (len(recent) - 1 - pos)
-            if w > best_w:
-                best, best_w = src, w
-        return f"because you watched {self._titles.get(best, best)}"
