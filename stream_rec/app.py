@@ -111,7 +111,7 @@ def load_scorer(settings: Settings) -> Scorer:
 
     try:
         version_dir = registry.resolve(root)
-        return OnnxScorer(version_dir, settings)
+        return OnnxScorer(version_dir, settings, threads=settings.ort_threads)
     except Exception as exc:  # noqa: BLE001 - any failure to load the current version
         msg = (
             f"model registry {root}: the current version cannot be served ({exc}); "

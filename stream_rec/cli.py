@@ -398,13 +398,24 @@ def bench_pipeline(
         float | None,
         typer.Option(help="Offered events/s of every latency run (default: half its max)."),
     ] = None,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME:KEY=VALUE[,KEY=VALUE]: each pipeline again with these settings "
+            "(KEY without STREAM_REC_), in the same run. Repeatable."
+        ),
+    ] = None,
 ) -> None:
     """Pipeline throughput and latency vs a bare Faust agent, on the local broker."""
-    from stream_rec.bench.pipeline import run
+    from stream_rec.bench.pipeline import parse_variants, run
 
+    try:
+        variants = parse_variants(variant or [])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--variant") from exc
     run(
         _settings(), events=events, out=out, model=model, workers=workers, profile=profile,
-        latency_rate=latency_rate,
+        latency_rate=latency_rate, variants=variants,
     )  # fmt: skip
 
 

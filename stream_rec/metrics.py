@@ -40,6 +40,11 @@ class Metrics:
             "stream_rec_scoring_seconds", "Time to score one micro-batch",
             buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
+        self.scored_inline = Counter(
+            "stream_rec_batches_scored_inline",
+            "Micro-batches cheap enough to score on the event loop (the rest: scoring thread)",
+            registry=r,
+        )
         self.stage_seconds = Counter(
             "stream_rec_stage_seconds",
             "Event-loop seconds score_behavior spent per stage (wait = between two batches)",

@@ -95,6 +95,19 @@ class Settings(BaseSettings):
     batch_linger_ms: float = Field(
         5.0, ge=0, description="How long a micro-batch waits to fill before it is scored."
     )
+    score_inline_ms: float = Field(
+        2.0,
+        ge=0,
+        le=1000,
+        description="Micro-batches predicted to score within this many ms score on the event "
+        "loop; larger ones in the scoring thread (0 = always the thread).",
+    )
+    ort_threads: int = Field(
+        1,
+        ge=0,
+        le=256,
+        description="ONNX Runtime intra-op threads per serving session (0 = one per core).",
+    )
     top_k: int = Field(10, ge=1, le=1000, description="Items per recommendation.")
     session_length: int = Field(50, ge=1, le=10000, description="Recent items kept per user.")
     new_item_offset: float | None = Field(

@@ -73,7 +73,9 @@ async def swap_to(pipeline: Pipeline, version: str) -> bool:
         from stream_rec.model.runtime import OnnxScorer
 
         assert settings.model_path is not None  # noqa: S101 - checked above
-        scorer = OnnxScorer(registry.resolve(settings.model_path, version), settings)
+        scorer = OnnxScorer(
+            registry.resolve(settings.model_path, version), settings, threads=settings.ort_threads
+        )
         scorer.upsert_items(list(pipeline.catalog.values()))
         return scorer
 

@@ -4,7 +4,8 @@ Per micro-batch (``take_events(batch_size, within=linger)``): each event is deco
 validated (invalid → dead letters), applied to its user's session in the ``sessions`` table
 (read and written once per user and batch; a ``forget`` event or a tombstone deletes it), whose
 feedback signals (:mod:`stream_rec.core.signals`) adjust the scores; then the whole batch is
-scored in the scoring thread so the event loop keeps heartbeating, each user's ``rec_context``
+scored (in the scoring thread so the event loop keeps heartbeating, or on the loop when the
+batch is cheap: :class:`Dispatch`), each user's ``rec_context``
 is written (once per user and batch), and one recommendation per valid event is sent, keyed by
 user. Events are acked after their recommendations are handed to the producer, and Faust
 flushes the producer before it commits offsets: at-least-once. ``rec_id`` is derived from the
@@ -51,13 +52,51 @@ class Job:
     source: Any = None  # the Faust event, for a dead letter if scoring fails
 
 
-def run_batch(scorer: Scorer, jobs: Sequence[Job], k: int) -> tuple[list[list[ScoredItem]], float]:
-    """Runs in the scoring thread: learn from the batch's events, then score every request."""
+def run_batch(
+    scorer: Scorer, jobs: Sequence[Job], k: int
+) -> tuple[list[list[ScoredItem]], float, float]:
+    """Learn from the batch's events, then score every request (on the loop or in the scoring
+    thread: :class:`Dispatch`). Returns the results, the seconds of ``score`` and of the
+    whole call."""
+    t0 = time.perf_counter()
     for j in jobs:
         scorer.observe(j.event.user_id, j.before, j.event.item_id, j.event.event)
-    t0 = time.perf_counter()
+    t1 = time.perf_counter()
     out = scorer.score([j.request for j in jobs], k)
-    return out, time.perf_counter() - t0
+    t2 = time.perf_counter()
+    return out, t2 - t1, t2 - t0
+
+
+class Dispatch:
+    """Where a micro-batch is scored: on the event loop when it is cheap, else in the thread.
+
+    The scoring thread keeps the loop heartbeating and fetching while a large batch scores, but
+    a hand-off costs a context switch each way and the two threads then contend for the GIL
+    (the interpreter hands it over every ``sys.getswitchinterval()``, 5 ms): for a batch of a
+    few events that cost more than the scoring itself (docs/hot-path.md). A batch whose
+    predicted cost (its size x the scorer's measured seconds per request, a moving average per
+    scorer) is within ``budget_s`` runs inline; so does nothing else. A new scorer (a swap) is
+    measured in the thread first.
+    """
+
+    def __init__(self, budget_s: float, alpha: float = 0.2) -> None:
+        self.budget_s = budget_s
+        self.alpha = alpha
+        self._scorer: object = None
+        self._per_request: float | None = None
+
+    def inline(self, scorer: object, n: int) -> bool:
+        if scorer is not self._scorer:
+            self._scorer, self._per_request = scorer, None
+        known = self._per_request is not None and self.budget_s > 0
+        return known and n * self._per_request <= self.budget_s  # type: ignore[operator]
+
+    def measured(self, scorer: object, n: int, seconds: float) -> None:
+        if scorer is not self._scorer or n <= 0:
+            return
+        x = seconds / n
+        prev = self._per_request
+        self._per_request = x if prev is None else prev + self.alpha * (x - prev)
 
 
 def rec_id_for(topic: str, partition: int, offset: int) -> str:
@@ -87,6 +126,7 @@ def register(pipeline: Pipeline) -> None:
         await examples_topic.send(key=key, value=forget_marker(key.decode(errors="replace")))
         metrics.forgets.inc()
 
+    dispatch = Dispatch(settings.score_inline_ms / 1000.0)
     counted = {e: metrics.events_in.labels(topic="behavior", event=e) for e in EVENT_TYPES}
 
     class Batch:
@@ -204,9 +244,14 @@ def register(pipeline: Pipeline) -> None:
             return
         scorer = pipeline.scorer.current  # one model for the whole batch
         try:
-            results, scoring_s = await loop.run_in_executor(
-                pipeline.executor, run_batch, scorer, jobs, settings.top_k
-            )
+            if dispatch.inline(scorer, len(jobs)):
+                results, scoring_s, total_s = run_batch(scorer, jobs, settings.top_k)
+                metrics.scored_inline.inc()
+            else:
+                results, scoring_s, total_s = await loop.run_in_executor(
+                    pipeline.executor, run_batch, scorer, jobs, settings.top_k
+                )
+            dispatch.measured(scorer, len(jobs), total_s)
         except Exception as exc:  # noqa: BLE001 - keep serving; the events are not dropped
             log.exception("score_behavior: scoring a batch of %d failed", len(jobs))
             err = InvalidEvent("scoring_failed", repr(exc))

@@ -14,9 +14,12 @@ In one run, on the same broker and the same MovieLens events, side by side:
    event→recommendation = the bench consumer's receive time − the event's ``ts`` stamped at
    send. The bench's producer sends each event on its own (no linger), as independent
    producers would: unlike the drain, this load also costs the broker and the bench CPU.
-3. ``--workers N`` (N > 1): the fallback pipeline again with N workers sharing the same
+3. ``--variant NAME:KEY=VALUE,...``: each pipeline subject again as ``<subject>-NAME`` with
+   those ``STREAM_REC_*`` settings in its environment (say ``SCORE_INLINE_MS=0``), so settings
+   are compared within one run, on the same events.
+4. ``--workers N`` (N > 1): the fallback pipeline again with N workers sharing the same
    partitions: their combined throughput, and the latency at the one-worker run's offered load.
-4. Per-stage cost of one event in each one-worker pipeline drain, from the worker's own timers
+5. Per-stage cost of one event in each one-worker pipeline drain, from the worker's own timers
    (``stream_rec_stage_seconds_total``, read from its ``/metrics`` at the end of the drain).
    ``--profile`` adds a py-spy flame graph of each pipeline drain, saved beside the JSON
    (py-spy samples the worker from outside, at 25 Hz, but shares the cores: the figures of a
@@ -31,6 +34,7 @@ import asyncio
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -83,6 +87,7 @@ class Subject:
     command: list[str]
     model: Path | None = None
     workers: int = 1
+    env: tuple[tuple[str, str], ...] = ()  # a variant's own settings (STREAM_REC_* = value)
 
     @property
     def output_topic(self) -> str:
@@ -186,7 +191,8 @@ class _Workers:
                         port,
                         model=subject.model,
                         set_model=True,
-                    ),
+                    )
+                    | dict(subject.env),
                     work / f"{name}.log",
                     port,
                 )  # fmt: skip
@@ -413,6 +419,7 @@ def run(
     profile: bool = False,
     latency_rate: float | None = None,
     latency_seconds: float = 20.0,
+    variants: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:8]
     work = base.home / "bench" / run_id
@@ -430,6 +437,11 @@ def run(
     pipelines = [subject("fallback", worker_cmd)]
     if model is not None:
         pipelines.append(subject("model", worker_cmd, model=model))
+    for vname, venv in (variants or {}).items():  # each scorer again with other settings
+        pipelines += [
+            subject(f"{p.name}-{vname}", worker_cmd, model=p.model, env=tuple(venv.items()))
+            for p in pipelines[: 2 if model is not None else 1]
+        ]
     bare = subject("bare", [py, "-m", "stream_rec.bench.bare"])
     scaled = subject(f"fallback-x{workers}", worker_cmd, workers=workers) if workers > 1 else None
     subjects = [*pipelines, bare, *([scaled] if scaled else [])]
@@ -481,6 +493,9 @@ def run(
             "latency_rate": latency_rate or "half of each subject's own (one worker's) max",
             "batch_size": base.batch_size,
             "batch_linger_ms": base.batch_linger_ms,
+            "score_inline_ms": base.score_inline_ms,
+            "ort_threads": base.ort_threads,
+            "variants": variants or {},
             "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
             "python": platform.python_version(),
         }
@@ -532,3 +547,28 @@ def _print(results: dict[str, Any], per: dict[str, dict[str, Any]]) -> None:
     total = [sum(v for k, v in st.items() if k in STAGE_NAMES) for _, st in cols]
     s.add_row("sum of the stages", *(_fmt(t) for t in total), "")
     console.print(s)
+
+
+def parse_variants(specs: list[str]) -> dict[str, dict[str, str]]:
+    """``NAME:KEY=VALUE[,KEY=VALUE]`` → ``{NAME: {"STREAM_REC_KEY": VALUE}}``; each key must be
+    a setting (checked here, so a misspelt one fails before anything runs)."""
+    from stream_rec.settings import Settings
+
+    fields = {f.upper() for f in Settings.model_fields}
+    out: dict[str, dict[str, str]] = {}
+    for spec in specs:
+        name, sep, body = spec.partition(":")
+        pairs = [kv.partition("=") for kv in body.split(",") if kv]
+        bad_name = not re.fullmatch(r"[A-Za-z0-9_-]+", name)
+        if not sep or bad_name or not pairs or any(not e for _, e, _ in pairs):
+            msg = f"--variant {spec!r}: expected NAME:KEY=VALUE[,KEY=VALUE]"
+            raise ValueError(msg)
+        env: dict[str, str] = {}
+        for key, _, value in pairs:
+            k = key.strip().upper().removeprefix("STREAM_REC_")
+            if k not in fields:
+                msg = f"--variant {spec!r}: {key!r} is not a setting"
+                raise ValueError(msg)
+            env[f"STREAM_REC_{k}"] = value.strip()
+        out[name] = env
+    return out

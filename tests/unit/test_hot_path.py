@@ -85,3 +85,118 @@ def test_fallback_popularity_follows_every_observation() -> None:
     assert [x.item_id for x in s.score([ScoreRequest("u", [])], 2)[0]] == ["B", "A"]
     s.upsert_items([CatalogItem("Z", "Z")])  # a new item is ranked at once (cold, by id)
     assert [x.item_id for x in s.score([ScoreRequest("u", [])], 4)[0]] == ["B", "A", "Z", "D"]
+
+
+def test_dispatch_measures_a_new_scorer_in_the_thread_first() -> None:
+    from stream_rec.agents.score import Dispatch
+
+    d, scorer = Dispatch(budget_s=0.002), object()
+    assert not d.inline(scorer, 1)  # nothing known: the thread
+    d.measured(scorer, 4, 0.0004)  # 100 µs per request
+    assert d.inline(scorer, 20)  # 2 ms predicted: within the budget
+    assert not d.inline(scorer, 21)
+    swapped = object()  # a hot swap: measured anew
+    assert not d.inline(swapped, 1)
+    d.measured(scorer, 1, 0.0)  # a late figure of the old scorer changes nothing
+    assert not d.inline(swapped, 1)
+
+
+def test_dispatch_follows_the_scorers_cost_and_can_be_off() -> None:
+    from stream_rec.agents.score import Dispatch
+
+    d, scorer = Dispatch(budget_s=0.002, alpha=0.5), object()
+    d.inline(scorer, 1)
+    d.measured(scorer, 10, 0.001)  # 100 µs per request
+    assert d.inline(scorer, 20)
+    d.measured(scorer, 10, 0.005)  # 500 µs: the average moves to 300 µs
+    assert d.inline(scorer, 6)
+    assert not d.inline(scorer, 7)
+    off = Dispatch(budget_s=0.0)
+    off.inline(scorer, 1)
+    off.measured(scorer, 10, 0.0)
+    assert not off.inline(scorer, 1)
+
+
+def test_bench_variants_name_real_settings() -> None:
+    from stream_rec.bench.pipeline import parse_variants
+
+    got = parse_variants(
+        ["thread-only:score_inline_ms=0,STREAM_REC_ORT_THREADS=2", "x:batch_size=8"]
+    )
+    assert got == {
+        "thread-only": {"STREAM_REC_SCORE_INLINE_MS": "0", "STREAM_REC_ORT_THREADS": "2"},
+        "x": {"STREAM_REC_BATCH_SIZE": "8"},
+    }
+    for bad in ["noseparator", "a:", "a:batch_sise=8", "a b:batch_size=8", "a:batch_size"]:
+        with pytest.raises(ValueError, match="--variant"):
+            parse_variants([bad])
+
+
+def _ranked_reference(s: PopularityCooccurrenceScorer, req: ScoreRequest, k: int) -> list:
+    """The fallback's ranking as it was written first: one candidate at a time in Python."""
+    import numpy as np
+
+    recent = list(req.history[-5:])
+    parts_idx, parts_w = [], []
+    for pos, src in enumerate(recent):
+        idx, w = s._neighbours(src, 0.0)
+        if len(idx):
+            parts_idx.append(idx)
+            parts_w.append(w * 0.5 ** (len(recent) - 1 - pos))
+    out: list[ScoredItem] = []
+    if parts_idx:
+        cand, inv = np.unique(np.concatenate(parts_idx), return_inverse=True)
+        scores = np.bincount(inv, weights=np.concatenate(parts_w))
+        for j in np.argsort(-scores, kind="stable"):
+            iid = s._ids[cand[j]]
+            if iid in req.exclude or iid in req.history:
+                continue
+            best, best_w = recent[-1], -1.0
+            for pos, src in enumerate(recent):
+                nb = s._co.get(src)
+                w = (nb.get(iid, 0) if nb else 0) * 0.5 ** (len(recent) - 1 - pos)
+                if w > best_w:
+                    best, best_w = src, w
+            out.append(ScoredItem(iid, float(scores[j]), f"because you watched {best}"))
+            if len(out) == k:
+                break
+    if len(out) < k:
+        have = req.exclude | set(req.history) | {x.item_id for x in out}
+        out.extend(s._popular(k - len(out), frozenset(have)))
+    return out
+
+
+def test_fallback_vectorised_ranking_is_the_per_candidate_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Same items, scores, order (ties by catalogue row) and reasons as the Python loop, on a
+    random stream with repeated items, excluded items, short and long histories."""
+    import random
+
+    import stream_rec.serving.fallback as fb
+
+    monkeypatch.setattr(fb, "_REFRESH_S", 0.0)  # neighbour lists always fresh, as the loop's
+    rng = random.Random(7)
+    s = PopularityCooccurrenceScorer()
+    items = [f"i{n}" for n in range(300)]
+    s.upsert_items([CatalogItem(i, i) for i in items])
+    hist: dict[str, list[str]] = {}
+    checked = 0
+    for step in range(6000):
+        user = f"u{rng.randrange(60)}"
+        h = hist.setdefault(user, [])
+        item = items[min(int(rng.expovariate(1 / 40)), 299)]  # popular head, long tail
+        s.observe(user, list(h), item, "view")
+        h.append(item)
+        del h[:-20]
+        if step % 7 == 0:
+            excl = frozenset(rng.sample(items[:50], 3))
+            for k in (1, 10, 40):
+                req = ScoreRequest(user, list(h), excl, {})
+                got = s._ranked(req, k)
+                want = _ranked_reference(s, req, k)
+                assert [(x.item_id, x.score, x.reason) for x in got] == [
+                    (x.item_id, x.score, x.reason) for x in want
+                ]
+                checked += 1
+    assert checked > 2000
