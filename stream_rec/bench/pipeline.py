@@ -21,7 +21,8 @@ In one run, on the same broker and the same MovieLens events, side by side:
    partitions: their combined throughput, and the latency at the one-worker run's offered load.
 5. Per-stage cost of one event in each one-worker pipeline drain, from the worker's own timers
    (``stream_rec_stage_seconds_total``, read from its ``/metrics`` at the end of the drain).
-   ``--profile`` adds a py-spy flame graph of each pipeline drain, saved beside the JSON
+   ``--profile`` adds a py-spy flame graph of each pipeline drain and latency run, saved beside
+   the JSON
    (py-spy samples the worker from outside, at 25 Hz, but shares the cores: the figures of a
    profiled run are marked ``profiled`` and run lower).
 
@@ -385,11 +386,17 @@ def _drain(subject: Subject, n: int, work: Path, profile_svg: Path | None) -> di
     return out
 
 
-def _latency(subject: Subject, events: list[Any], rate: float, work: Path) -> dict[str, Any]:
+def _latency(
+    subject: Subject, events: list[Any], rate: float, work: Path, profile_svg: Path | None = None
+) -> dict[str, Any]:
     w = _Workers(subject, work, "latency")
     stages: dict[str, float] = {}
+    spy = None
     try:
         w.wait_ready()
+        if profile_svg is not None:
+            log = work / f"{subject.name}-latency-pyspy.log"
+            spy = _PySpy(w.procs[0].proc.pid, profile_svg, log)
         lat, earlier = asyncio.run(_latency_run(subject.settings, events, rate))
         if subject.workers == 1:
             try:
@@ -397,8 +404,10 @@ def _latency(subject: Subject, events: list[Any], rate: float, work: Path) -> di
             except OSError as exc:
                 console.print(f"[yellow]no /metrics from {subject.name}: {exc}[/yellow]")
     finally:
+        profiled = spy.stop() if spy is not None else False
         w.stop()
     return {
+        **({"latency_flamegraph": str(profile_svg)} if profiled else {}),
         "latency_stages_us": stages,
         "offered_events_per_s": rate,
         "latency_events": len(lat),
@@ -475,7 +484,9 @@ def run(
             offered = latency_rate or 0.5 * one["events_per_s"]
             n_lat = min(pool_n, int(offered * latency_seconds))
             console.print(f"[bold]{sub.name}[/bold] latency: {n_lat} events at {offered:.0f}/s…")
-            per[sub.name].update(_latency(sub, lat_pool[:n_lat], offered, work))
+            svg = out.with_name(f"{out.stem}-{sub.name}-latency.svg") if profile \
+                and sub in pipelines else None  # fmt: skip
+            per[sub.name].update(_latency(sub, lat_pool[:n_lat], offered, work, svg))
         if scaled is not None:
             per[scaled.name]["throughput_ratio_to_one_worker"] = (
                 per[scaled.name]["events_per_s"] / per["fallback"]["events_per_s"]
