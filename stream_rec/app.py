@@ -111,7 +111,8 @@ def load_scorer(settings: Settings) -> Scorer:
 
     try:
         version_dir = registry.resolve(root)
-        return OnnxScorer(version_dir, settings, threads=settings.ort_threads)
+        scorer = OnnxScorer(version_dir, settings, threads=settings.ort_threads)
+        scorer.warm_up()
     except Exception as exc:  # noqa: BLE001 - any failure to load the current version
         msg = (
             f"model registry {root}: the current version cannot be served ({exc}); "
@@ -119,6 +120,7 @@ def load_scorer(settings: Settings) -> Scorer:
             "or re-export it with `stream-rec export`"
         )
         raise ConfigError(msg) from None
+    return scorer
 
 
 class StreamRecApp(faust.App):

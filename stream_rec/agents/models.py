@@ -77,6 +77,7 @@ async def swap_to(pipeline: Pipeline, version: str) -> bool:
             registry.resolve(settings.model_path, version), settings, threads=settings.ort_threads
         )
         scorer.upsert_items(list(pipeline.catalog.values()))
+        scorer.warm_up()  # here, not in the first batches it serves
         return scorer
 
     try:

@@ -458,6 +458,16 @@ class OnnxScorer:
         scores: np.ndarray = self._serving_session(parts, last).run(None, feeds)[0]
         return scores
 
+    def warm_up(self, sizes: Sequence[int] = (1, 8)) -> None:
+        """Score a few requests of each batch size once before serving: a session's first
+        runs of a shape allocate its buffers and cost tens of milliseconds, which the first
+        events after a start or a swap would otherwise wait for."""
+        if not self.item_ids:
+            return
+        for n in sizes:
+            hist = self.item_ids[: max(1, min(n, len(self.item_ids)))]
+            self.score([ScoreRequest("warm-up", hist[: i + 1]) for i in range(n)], 10)
+
     def score(self, requests: Sequence[ScoreRequest], k: int) -> list[list[ScoredItem]]:
         if not requests:
             return []

@@ -263,3 +263,14 @@ def test_feedback_adjustments_move_items_in_units_of_the_score_spread(
     # unknown items in the adjustments are ignored; excluded items stay out whatever the boost
     out = scorer.score([ScoreRequest("u", hist, frozenset({low}), {low: 100.0, "nope": 1.0})], k=3)
     assert low not in {x.item_id for x in out[0]}
+
+
+def test_warm_up_changes_nothing_the_scorer_serves(exported_version: Path) -> None:
+    """The warm-up runs the serving session before the first event; what is served after it
+    is what a scorer without it serves."""
+    cold = OnnxScorer.load(exported_version, load_settings(device="cpu"))
+    warm = OnnxScorer.load(exported_version, load_settings(device="cpu"))
+    warm.warm_up()
+    reqs = [ScoreRequest(f"u{n}", cold.item_ids[n : n + 3]) for n in range(5)]
+    assert warm.score(reqs, 5) == cold.score(reqs, 5)
+    assert len(warm._serve_sess) == 1  # the one serving graph, already built and run
