@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -168,3 +168,18 @@ async def delete_topics_with_prefix(settings: Settings, prefix: str) -> list[str
 
 def create_topics_sync(settings: Settings) -> dict[str, str]:
     return asyncio.run(create_topics(settings))
+
+
+async def create_changelogs(settings: Settings, names: Sequence[str]) -> None:
+    """Create compacted changelog topics of ``settings.partitions`` partitions (missing ones
+    only) before a Faust app that owns them starts: an app's agent that finds its changelog
+    without metadata yet dies for good (``PartitionsMismatch``)."""
+    from aiokafka.admin import NewTopic
+
+    async with _admin(settings) as admin:
+        missing = set(names) - set(await admin.list_topics())
+        if missing:
+            await admin.create_topics(
+                [NewTopic(n, settings.partitions, settings.replication_factor,
+                          topic_configs={"cleanup.policy": "compact"}) for n in sorted(missing)]
+            )  # fmt: skip

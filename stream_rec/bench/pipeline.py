@@ -57,7 +57,7 @@ from stream_rec.metrics import STAGES as STAGE_NAMES
 from stream_rec.ops.replay import behavior_payload, item_payload, make_producer, select_events
 from stream_rec.schemas import decode_output
 from stream_rec.settings import Settings
-from stream_rec.topics import create_topics, delete_topics_with_prefix
+from stream_rec.topics import create_changelogs, create_topics, delete_topics_with_prefix
 
 console = Console()
 WARM_UP_SHARE = 0.1  # records left out of the throughput window (start of the drain)
@@ -464,6 +464,8 @@ def run(
     behaviour = [(x.user_id.encode(), behavior_payload(x, now)) for x in evs]
     for sub in subjects:
         asyncio.run(create_topics(sub.settings))
+        if sub is bare:  # its table's changelog, before the app looks for it
+            asyncio.run(create_changelogs(sub.settings, [sub.output_topic]))
         asyncio.run(_produce(sub.settings, f"{sub.settings.topic_prefix}items", items))
         asyncio.run(_produce(sub.settings, f"{sub.settings.topic_prefix}behavior", behaviour))
 
