@@ -14,6 +14,8 @@ In one run, on the same broker and the same MovieLens events, side by side:
    event→recommendation = the bench consumer's receive time − the event's ``ts`` stamped at
    send. The bench's producer sends each event on its own (no linger), as independent
    producers would: unlike the drain, this load also costs the broker and the bench CPU.
+   With it, the worker's own CPU time per event over the run (``/proc``): on a shared machine
+   a steadier figure than wall-clock ones.
 3. ``--variant NAME:KEY=VALUE,...``: each pipeline subject again as ``<subject>-NAME`` with
    those ``STREAM_REC_*`` settings in its environment (say ``SCORE_INLINE_MS=0``), so settings
    are compared within one run, on the same events.
@@ -328,6 +330,14 @@ async def _latency_run(
     return lat, earlier[0]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux ``/proc``). Unlike wall-clock
+    figures, a process's CPU time barely grows when other work shares the cores, so it
+    compares subjects on a busy machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _pct(xs: list[float], q: float) -> float:
     s = sorted(xs)
     return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
@@ -397,7 +407,9 @@ def _latency(
         if profile_svg is not None:
             log = work / f"{subject.name}-latency-pyspy.log"
             spy = _PySpy(w.procs[0].proc.pid, profile_svg, log)
+        cpu0 = sum(cpu_seconds(p.proc.pid) for p in w.procs)
         lat, earlier = asyncio.run(_latency_run(subject.settings, events, rate))
+        cpu_s = sum(cpu_seconds(p.proc.pid) for p in w.procs) - cpu0
         if subject.workers == 1:
             try:
                 stages = stage_breakdown(scrape_metrics(w.procs[0].port))
@@ -409,6 +421,7 @@ def _latency(
     return {
         **({"latency_flamegraph": str(profile_svg)} if profiled else {}),
         "latency_stages_us": stages,
+        "latency_cpu_us_per_event": 1e6 * cpu_s / max(1, len(lat)),
         "offered_events_per_s": rate,
         "latency_events": len(lat),
         "latency_redelivered_earlier_events": earlier,
@@ -535,7 +548,7 @@ def _print(results: dict[str, Any], per: dict[str, dict[str, Any]]) -> None:
         "events_per_s", "throughput_ratio_to_bare", "throughput_ratio_to_one_worker",
         "offered_events_per_s", "latency_events", "latency_redelivered_earlier_events",
         "latency_p50_ms", "latency_p95_ms",
-        "latency_p99_ms",
+        "latency_p99_ms", "latency_cpu_us_per_event",
     ]  # fmt: skip
     for r in rows:
         if any(r in per[n] for n in names):

@@ -200,3 +200,17 @@ def test_fallback_vectorised_ranking_is_the_per_candidate_one(
                 ]
                 checked += 1
     assert checked > 2000
+
+
+def test_bench_cpu_seconds_counts_this_process_work() -> None:
+    import os
+    import time
+
+    from stream_rec.bench.pipeline import cpu_seconds
+
+    before = cpu_seconds(os.getpid())
+    end = time.process_time() + 0.3
+    while time.process_time() < end:  # busy: CPU time, not a sleep
+        pass
+    spent = cpu_seconds(os.getpid()) - before
+    assert 0.2 <= spent <= 5.0
