@@ -209,7 +209,7 @@ def model_list() -> None:
 def _announce(version: str) -> None:
     from aiokafka import AIOKafkaProducer
 
-    from stream_rec.agents.models import encode_announcement
+    from stream_rec.agents.models import announce
     from stream_rec.model import registry
     from stream_rec.topics import Topics, create_topics_sync
 
@@ -229,11 +229,7 @@ def _announce(version: str) -> None:
         )
         await p.start()
         try:
-            await p.send_and_wait(
-                Topics(settings.topic_prefix).model_updates,
-                encode_announcement(version, by="operator"),
-                key=b"current",
-            )
+            await announce(p, Topics(settings.topic_prefix).model_updates, version, by="operator")
         finally:
             await p.stop()
 

@@ -267,10 +267,8 @@ def _make_current(event: Any) -> None:
 
 
 def decode_behavior_checked(raw: bytes, key: bytes | None, lim: dict[str, Any]) -> Behavior:
-    from stream_rec.schemas import decode_behavior
+    from stream_rec.schemas import check_key, decode_behavior
 
     ev = decode_behavior(raw, **lim)
-    if key is not None and key != ev.user_id.encode():
-        msg = f"message key {key[:64]!r} is not the event's user_id {ev.user_id[:64]!r}"
-        raise InvalidEvent("key_mismatch", msg)  # noqa: EM101 - a metric label
+    check_key(key, ev.user_id)
     return ev

@@ -33,7 +33,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -49,6 +48,7 @@ from rich.table import Table
 from stream_rec.bench.report import print_and_save
 from stream_rec.data.movielens import load_movielens
 from stream_rec.metrics import STAGES as STAGE_NAMES
+from stream_rec.ops.broker import free_port
 from stream_rec.ops.replay import behavior_payload, item_payload, make_producer, select_events
 from stream_rec.schemas import decode_output
 from stream_rec.settings import Settings
@@ -89,12 +89,6 @@ class Subject:
         if self.command[-1] == "stream_rec.bench.bare":
             return f"{self.settings.app_id}-bare-bare_counts-changelog"
         return f"{self.settings.topic_prefix}recommendations"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _env(
@@ -175,7 +169,7 @@ class _Workers:
     def __init__(self, subject: Subject, work: Path, tag: str) -> None:
         self.procs: list[_Proc] = []
         for i in range(subject.workers):
-            port = _free_port()
+            port = free_port()
             name = f"{subject.name}-{tag}-{i}"
             self.procs.append(
                 _Proc(

@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -43,18 +42,12 @@ from rich.table import Table
 from rich.text import Text
 
 from stream_rec.data.movielens import load_movielens
-from stream_rec.ops.broker import BrokerError, broker_from_settings
+from stream_rec.ops.broker import BrokerError, broker_from_settings, free_port
 from stream_rec.ops.replay import replay, select_events
 from stream_rec.settings import Settings
 from stream_rec.topics import Topics, create_topics_sync
 
 console = Console()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # The demo-sized model: trains in well under a minute on 2 cores (STREAM_REC_TRAIN_*).
@@ -180,7 +173,7 @@ def run_demo(
             "topic_prefix": prefix,
             "app_id": f"{settings.app_id}-demo-{run_id}",
             "data_dir": run_dir / "worker",
-            "web_port": _free_port(),
+            "web_port": free_port(),
             "model_path": registry,
         }
     )

@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ from rich.table import Table
 
 from stream_rec.data.frame import Dataset, Interaction
 from stream_rec.model import registry as model_registry
+from stream_rec.ops.broker import free_port
 from stream_rec.ops.replay import behavior_payload, item_payload, make_producer, select_events
 from stream_rec.settings import Settings
 from stream_rec.topics import Topics, create_topics, delete_topics_with_prefix
@@ -183,12 +183,6 @@ async def run_simulation(
     return res
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -256,7 +250,7 @@ def _one_run(base: Settings, ds: Dataset, events: list[Interaction], registry: P
         "STREAM_REC_LOG_LEVEL": "warning",
         "STREAM_REC_FEEDBACK_SIGNALS": "false" if label == "frozen" else "true",
     }
-    port = _free_port()
+    port = free_port()
     wlog = work / f"worker-{label}.log"
     with open(wlog, "wb") as f:
         worker = subprocess.Popen(  # noqa: S603
@@ -272,7 +266,7 @@ def _one_run(base: Settings, ds: Dataset, events: list[Interaction], registry: P
             with open(work / "trainer.log", "wb") as f:
                 trainer = subprocess.Popen(  # noqa: S603
                     [sys.executable, "-m", "stream_rec", "trainer"],
-                    env={**env, "STREAM_REC_WEB_PORT": str(_free_port()),
+                    env={**env, "STREAM_REC_WEB_PORT": str(free_port()),
                          "STREAM_REC_LOG_LEVEL": "info"},  # fmt: skip
                     stdout=f, stderr=subprocess.STDOUT,
                 )  # fmt: skip
