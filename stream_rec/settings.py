@@ -129,6 +129,12 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Inference/training device; auto = CUDA when present."
     )
+    precision: Literal["fp32", "int8", "fp16", "auto"] = Field(
+        "fp32",
+        description="Precision of the served ONNX model: int8 = the version's quantised files "
+        "(CPU only), fp16 = CUDA only, auto = fp16 on CUDA else fp32; a choice the device "
+        "cannot run serves fp32.",
+    )
     metrics_interval_s: float = Field(
         10.0,
         gt=0,

@@ -198,7 +198,7 @@ def train_command(
         rows["two-tower (cold targets)"] = metrics["test_cold_target"]
     baselines = {n: m.as_dict() for n, m in baseline_metrics(split).items()}
     rows.update(baselines)
-    _print_table(_metrics_table(f"Test, DESIGN.md protocol — {ds.name}", rows))
+    _print_table(_metrics_table(f"Test, leave-one-out protocol — {ds.name}", rows))
     fitted = metrics["new_item_offset"]
     console.print(f"new-item score offset {fitted['offset']:.2f}: {fitted['reason']}")
     console.print(f"training wall time {metrics['train_wall_s']:.1f} s; version: {path}")
@@ -321,7 +321,7 @@ def eval_command(
             console.print(f"top-{k} of every user written to {dump_topk}")
     if baselines:
         rows.update({n: m.as_dict() for n, m in baseline_metrics(split, cold_users).items()})
-    title = "Test, DESIGN.md protocol" + (
+    title = "Test, leave-one-out protocol" + (
         f" — users whose target is held out ({len(cold_users or [])})" if split.cold else ""
     )
     _print_table(_metrics_table(title, rows))
