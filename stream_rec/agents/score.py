@@ -261,7 +261,10 @@ def _make_current(event: Any) -> None:
     Table reads/writes use the current event's partition (RocksDB shard and changelog
     partition), and after ``take_events`` it is the batch's last event. Only the task-local
     context variable is set: the stream's own ``current_event`` attribute belongs to the
-    buffering task and must not be touched.
+    buffering task and must not be touched. ``faust.streams._current_event`` is private (the
+    faust-streaming version :func:`stream_rec.compat.check_versions` checks; no upstream bug:
+    Faust has no public way to pick a batch event's partition). Test:
+    ``test_session_state_recovers_from_changelog_after_restart`` (the changelog partitions).
     """
     _current_event_var.set(weakref.ref(event))
 
