@@ -46,10 +46,11 @@ from rich.console import Console
 from rich.table import Table
 
 from stream_rec.bench.report import print_and_save
+from stream_rec.client import kafka_producer
 from stream_rec.data.movielens import load_movielens
 from stream_rec.metrics import STAGES as STAGE_NAMES
 from stream_rec.ops.broker import free_port
-from stream_rec.ops.replay import behavior_payload, item_payload, make_producer, select_events
+from stream_rec.ops.replay import behavior_payload, item_payload, select_events
 from stream_rec.schemas import decode_output
 from stream_rec.settings import Settings
 from stream_rec.topics import create_topics, delete_topics_with_prefix
@@ -232,7 +233,7 @@ class _PySpy:
 
 
 async def _produce(settings: Settings, topic: str, msgs: list[tuple[bytes, bytes]]) -> None:
-    p: Any = make_producer(settings, linger_ms=20)
+    p: Any = kafka_producer(settings, linger_ms=20)
     await p.start()
     try:
         for k, v in msgs:
@@ -297,7 +298,7 @@ async def _latency_run(
                     else:
                         lat.append(now - ts)
 
-    p: Any = make_producer(settings, linger_ms=0)
+    p: Any = kafka_producer(settings, linger_ms=0)
     await p.start()
     task = asyncio.create_task(consume())
     start = time.perf_counter()

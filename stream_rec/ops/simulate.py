@@ -40,10 +40,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from stream_rec.client import decode_recommendation, feedback_message, kafka_producer
 from stream_rec.data.frame import Dataset, Interaction
 from stream_rec.model import registry as model_registry
 from stream_rec.ops.broker import free_port
-from stream_rec.ops.replay import behavior_payload, item_payload, make_producer, select_events
+from stream_rec.ops.replay import behavior_payload, item_payload, select_events
 from stream_rec.settings import Settings
 from stream_rec.topics import Topics, create_topics, delete_topics_with_prefix
 from stream_rec.training.replay import replay_path
@@ -110,7 +111,7 @@ async def run_simulation(
         topics.recommendations, topics.model_updates, bootstrap_servers=settings.bootstrap_list,
         group_id=None, auto_offset_reset="earliest", **settings.kafka_client_kwargs(),
     )  # fmt: skip
-    producer: Any = make_producer(settings, linger_ms=5)
+    producer: Any = kafka_producer(settings, linger_ms=5)
     await consumer.start()
     await producer.start()
     sent = 0
@@ -139,34 +140,21 @@ async def run_simulation(
                         if ann and ann.get("closed_at"):
                             res.announcements[ann["version"]] = float(ann["closed_at"])
                         continue
-                    rec = json.loads(r.value)
-                    key = (rec["user_id"], rec["event_ts"])
+                    rec = decode_recommendation(r.value)
+                    key = (rec.user_id, rec.event_ts)
                     if key not in pos or key in warm_up:
                         continue
                     res.recommendations += 1
-                    res.versions.setdefault(rec["model_version"], rec["emitted_ts"])
-                    seq, p = seqs[rec["user_id"]], pos[key]
+                    res.versions.setdefault(rec.model_version, rec.emitted_ts)
+                    seq, p = seqs[rec.user_id], pos[key]
                     future = seq[p + 1 : p + 1 + horizon]
-                    items = [i["item_id"] for i in rec["items"]]
+                    items = [i.item_id for i in rec.items]
                     if future and future[0] in items[:10]:
                         res.hits += 1
                     for item in items[:10]:
                         label_ = "click" if item in future else "impression"
-                        feedback.append(
-                            (
-                                rec["user_id"].encode(),
-                                json.dumps(
-                                    {
-                                        "user_id": rec["user_id"],
-                                        "rec_id": rec["rec_id"],
-                                        "item_id": item,
-                                        "label": label_,
-                                        "value": None,
-                                        "ts": time.time(),
-                                    }
-                                ).encode(),
-                            )  # fmt: skip
-                        )
+                        value = feedback_message(rec.user_id, item, label_, rec_id=rec.rec_id)
+                        feedback.append((rec.user_id.encode(), value))
                     if res.recommendations % block == 0:
                         res.blocks.append((res.recommendations, res.hits / res.recommendations))
             for k, v in feedback:
@@ -232,7 +220,7 @@ def _one_run(base: Settings, ds: Dataset, events: list[Interaction], registry: P
     asyncio.run(create_topics(s))
 
     async def items() -> None:
-        p: Any = make_producer(s)
+        p: Any = kafka_producer(s)
         await p.start()
         now = time.time()
         for it in ds.items.values():
