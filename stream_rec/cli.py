@@ -288,12 +288,17 @@ def replay(
     """Produce MovieLens items and behaviour events in timestamp order."""
     from stream_rec.data.movielens import load_movielens
     from stream_rec.ops.replay import replay as do_replay
+    from stream_rec.ops.replay import select_events
+    from stream_rec.progress import bar
 
     settings = _settings()
     ds = load_movielens(dataset, settings.home)
-    stats = asyncio.run(
-        do_replay(settings, ds, users=users, limit=limit, rate=rate, keep_ts=keep_ts)
-    )
+    events = select_events(ds, users, limit)
+    with bar("behaviour events sent", len(events)) as advance:
+        stats = asyncio.run(
+            do_replay(settings, ds, keep_ts=keep_ts, rate=rate, events=events,
+                      on_send=lambda x, ts: advance())
+        )  # fmt: skip
     console.print(
         f"replayed {stats.items} items and {stats.events} behaviour events in {stats.seconds:.1f}s"
     )

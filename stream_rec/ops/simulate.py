@@ -33,6 +33,7 @@ import time
 import urllib.request
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from stream_rec.data.frame import Dataset, Interaction
 from stream_rec.model import registry as model_registry
 from stream_rec.ops.broker import free_port
 from stream_rec.ops.replay import behavior_payload, item_payload, select_events
+from stream_rec.progress import bar
 from stream_rec.settings import Settings
 from stream_rec.topics import Topics, create_topics, delete_topics_with_prefix
 from stream_rec.training.replay import replay_path
@@ -84,6 +86,7 @@ async def run_simulation(
     horizon: int = 10,
     block: int = 1000,
     counted: list[bool] | None = None,
+    advance: Callable[[], None] | None = None,
 ) -> SimResult:
     """``counted[n]`` False = a warm-up event: replayed (it builds the session) but neither
     scored into HR@10 nor answered with feedback."""
@@ -145,6 +148,8 @@ async def run_simulation(
                     if key not in pos or key in warm_up:
                         continue
                     res.recommendations += 1
+                    if advance is not None:
+                        advance()
                     res.versions.setdefault(rec.model_version, rec.emitted_ts)
                     seq, p = seqs[rec.user_id], pos[key]
                     future = seq[p + 1 : p + 1 + horizon]
@@ -259,7 +264,11 @@ def _one_run(base: Settings, ds: Dataset, events: list[Interaction], registry: P
                     stdout=f, stderr=subprocess.STDOUT,
                 )  # fmt: skip
         console.print(f"[bold]{label}[/bold]: replaying {len(events)} events at {rate:.0f}/s…")
-        return asyncio.run(run_simulation(s, ds, events, label, rate=rate, counted=counted))
+        scored = len(events) if counted is None else sum(counted)
+        with bar(f"{label}: recommendations scored", scored, console) as advance:
+            return asyncio.run(
+                run_simulation(s, ds, events, label, rate=rate, counted=counted, advance=advance)
+            )
     finally:
         if trainer is not None:
             _stop(trainer)
