@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from stream_rec.schemas import (
     Behavior,
@@ -33,6 +33,7 @@ from stream_rec.settings import Settings, load_settings
 from stream_rec.topics import Topics
 
 Codec = Literal["json", "msgpack"]
+Input = Behavior | Item | Feedback
 
 __all__ = [
     "Producer",
@@ -46,65 +47,41 @@ __all__ = [
 ]
 
 
-def _num(v: float | None) -> float | None:
-    return None if v is None else float(v)
-
-
-def _now(ts: float | None) -> float:
-    return time.time() if ts is None else float(ts)
-
-
-def behavior_message(
-    user_id: str,
-    item_id: str,
-    event: str,
-    *,
-    value: float | None = None,
-    ts: float | None = None,
-    codec: Codec = "json",
+def _message(
+    model: type[Behavior | Item | Feedback], fields: dict[str, Any], codec: Codec
 ) -> bytes:
-    """A ``behavior`` value (``ts`` defaults to now). Raises ``pydantic.ValidationError`` on a
-    record the workers would dead-letter (unknown event, empty id, …)."""
-    rec = Behavior.model_validate(
-        {"user_id": user_id, "item_id": item_id, "event": event, "value": _num(value),
-         "ts": _now(ts)}
-    )  # fmt: skip
-    return encode(rec, codec)
+    """``fields`` checked by the contract's record (``ts`` defaults to now), then encoded."""
+    ts, value = fields.get("ts"), fields.get("value")
+    fields["ts"] = time.time() if ts is None else float(ts)
+    if value is not None:
+        fields["value"] = float(value)  # JSON's one number type: an int rating is a float
+    return encode(model.model_validate(fields), codec)
 
 
-def item_message(
-    item_id: str,
-    title: str,
-    *,
-    text: str | None = None,
-    attributes: Mapping[str, str] | None = None,
-    ts: float | None = None,
-    codec: Codec = "json",
-) -> bytes:
-    """An ``items`` value (``ts`` defaults to now)."""
-    rec = Item.model_validate(
-        {"item_id": item_id, "title": title, "text": text,
-         "attributes": dict(attributes or {}), "ts": _now(ts)}
-    )  # fmt: skip
-    return encode(rec, codec)
+def behavior_message(user_id: str, item_id: str, event: str, *, value: float | None = None,
+                     ts: float | None = None, codec: Codec = "json") -> bytes:  # fmt: skip
+    """A ``behavior`` value. Raises ``pydantic.ValidationError`` on a record the workers would
+    dead-letter (unknown event, empty id, NaN, …); so do the two below."""
+    fields = {"user_id": user_id, "item_id": item_id, "event": event, "value": value, "ts": ts}
+    return _message(Behavior, fields, codec)
 
 
-def feedback_message(
-    user_id: str,
-    item_id: str,
-    label: str,
-    *,
-    rec_id: str | None = None,
-    value: float | None = None,
-    ts: float | None = None,
-    codec: Codec = "json",
-) -> bytes:
-    """A ``feedback`` value answering the recommendation ``rec_id`` (``ts`` defaults to now)."""
-    rec = Feedback.model_validate(
-        {"user_id": user_id, "rec_id": rec_id, "item_id": item_id, "label": label,
-         "value": _num(value), "ts": _now(ts)}
-    )  # fmt: skip
-    return encode(rec, codec)
+def item_message(item_id: str, title: str, *, text: str | None = None,
+                 attributes: Mapping[str, str] | None = None, ts: float | None = None,
+                 codec: Codec = "json") -> bytes:  # fmt: skip
+    """An ``items`` value."""
+    fields = {"item_id": item_id, "title": title, "text": text,
+              "attributes": dict(attributes or {}), "ts": ts}  # fmt: skip
+    return _message(Item, fields, codec)
+
+
+def feedback_message(user_id: str, item_id: str, label: str, *, rec_id: str | None = None,
+                     value: float | None = None, ts: float | None = None,
+                     codec: Codec = "json") -> bytes:  # fmt: skip
+    """A ``feedback`` value answering the recommendation ``rec_id``."""
+    fields = {"user_id": user_id, "rec_id": rec_id, "item_id": item_id, "label": label,
+              "value": value, "ts": ts}  # fmt: skip
+    return _message(Feedback, fields, codec)
 
 
 def decode_recommendation(raw: bytes) -> Recommendation:
@@ -135,7 +112,23 @@ def kafka_producer(settings: Settings, **kw: Any) -> Any:
     )
 
 
-class Producer:
+class _Started:
+    """``async with``: starts the aiokafka client in ``self.kafka`` and stops it (a producer
+    flushes what is pending when it stops)."""
+
+    kafka: Any
+
+    async def __aenter__(self) -> Self:
+        await self.kafka.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.kafka.stop()
+
+
+class Producer(_Started):
     """Produces contract records to the input topics; ``async with Producer() as p: ...``.
 
     Each method validates the record, encodes it in ``codec`` and hands it to the producer
@@ -149,15 +142,6 @@ class Producer:
         self.topics = Topics(self.settings.topic_prefix)
         self.codec: Codec = codec
         self.kafka = kafka_producer(self.settings, **producer_kw)
-
-    async def __aenter__(self) -> Producer:
-        await self.kafka.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.kafka.stop()  # flushes what is pending
 
     async def behavior(
         self, user_id: str, item_id: str, event: str, *, value: float | None = None,
@@ -186,7 +170,7 @@ class Producer:
         await self.kafka.flush()
 
 
-class RecommendationConsumer:
+class RecommendationConsumer(_Started):
     """Consumes the ``recommendations`` topic as typed records, in either output codec:
     ``async with RecommendationConsumer(group_id="app") as recs: async for rec in recs: ...``.
 
@@ -215,15 +199,6 @@ class RecommendationConsumer:
             **self.settings.kafka_client_kwargs(),
             **consumer_kw,
         )
-
-    async def __aenter__(self) -> RecommendationConsumer:
-        await self.kafka.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.kafka.stop()
 
     async def __aiter__(self) -> AsyncIterator[Recommendation]:
         async for msg in self.kafka:
