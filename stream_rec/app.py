@@ -55,7 +55,6 @@ class Pipeline:
     catalog: dict[str, CatalogItem] = field(default_factory=dict)
     catalog_size: int = 0
     catalog_caught_up: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _credentials(settings: Settings) -> Any:

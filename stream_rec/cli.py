@@ -209,7 +209,7 @@ def model_list() -> None:
 def _announce(version: str) -> None:
     from aiokafka import AIOKafkaProducer
 
-    from stream_rec.agents.models import encode_announcement
+    from stream_rec.agents.models import announce
     from stream_rec.model import registry
     from stream_rec.topics import Topics, create_topics_sync
 
@@ -229,11 +229,7 @@ def _announce(version: str) -> None:
         )
         await p.start()
         try:
-            await p.send_and_wait(
-                Topics(settings.topic_prefix).model_updates,
-                encode_announcement(version, by="operator"),
-                key=b"current",
-            )
+            await announce(p, Topics(settings.topic_prefix).model_updates, version, by="operator")
         finally:
             await p.stop()
 
@@ -292,12 +288,17 @@ def replay(
     """Produce MovieLens items and behaviour events in timestamp order."""
     from stream_rec.data.movielens import load_movielens
     from stream_rec.ops.replay import replay as do_replay
+    from stream_rec.ops.replay import select_events
+    from stream_rec.progress import bar
 
     settings = _settings()
     ds = load_movielens(dataset, settings.home)
-    stats = asyncio.run(
-        do_replay(settings, ds, users=users, limit=limit, rate=rate, keep_ts=keep_ts)
-    )
+    events = select_events(ds, users, limit)
+    with bar("behaviour events sent", len(events)) as advance:
+        stats = asyncio.run(
+            do_replay(settings, ds, keep_ts=keep_ts, rate=rate, events=events,
+                      on_send=lambda x, ts: advance())
+        )  # fmt: skip
     console.print(
         f"replayed {stats.items} items and {stats.events} behaviour events in {stats.seconds:.1f}s"
     )

@@ -1,16 +1,57 @@
 """Corrections to dependency behaviour that the pipeline's guarantees rest on.
 
 Applied once per worker process by :func:`apply` (from ``create_app``). Each one names the
-behaviour it corrects and the test that shows it (``tests/integration/test_reliability.py``).
+behaviour it corrects, the upstream report where one exists, and the test that shows it
+(``tests/integration/test_reliability.py``, ``tests/unit/test_compat.py``).
+
+They replace or wrap private methods of faust-streaming, mode-streaming and aiokafka, so they
+hold only for the versions they were tested on (:data:`TESTED`, the ranges pinned in
+``pyproject.toml``); :func:`check_versions` stops a worker at start on any other version. The
+other places that touch private APIs: :mod:`stream_rec.tables` (Faust's RocksDB options),
+:func:`stream_rec.agents.score._make_current` (Faust's current-event context variable) and
+:mod:`stream_rec.agents.watchdog` (Faust consumer state, read only).
 """
 
 from __future__ import annotations
 
 import logging
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
+
+from stream_rec.settings import ConfigError
+
+# distribution → the minor version the corrections were tested on (pyproject.toml pins these).
+TESTED: dict[str, str] = {"faust-streaming": "0.15", "mode-streaming": "0.7", "aiokafka": "0.14"}
+
+
+def check_versions(installed: dict[str, str] | None = None) -> None:
+    """Raise :class:`ConfigError` unless every patched library is at its tested minor version.
+
+    ``installed`` (distribution → version) is for tests; by default the installed ones.
+    """
+    wrong = []
+    for dist, minor in TESTED.items():
+        if installed is not None:
+            have = installed.get(dist)
+        else:
+            try:
+                have = version(dist)
+            except PackageNotFoundError:
+                have = None
+        if have is None or not (have == minor or have.startswith(minor + ".")):
+            wrong.append(f"{dist} {have or 'not installed'} (tested: {minor}.x)")
+    if wrong:
+        msg = (
+            "stream_rec.compat corrects private behaviour of these libraries and was tested on "
+            f"other versions: {', '.join(wrong)}. Install the versions pinned in "
+            "pyproject.toml (pip install -e .), or re-test the corrections in stream_rec/compat.py "
+            "on the new versions and update TESTED and the pins."
+        )
+        raise ConfigError(msg)
 
 
 def apply() -> None:
+    check_versions()
     _back_off_failed_metadata_updates()
     _never_commit_past_unprocessed_events()
     _keep_queued_events_when_flow_is_already_active()
@@ -26,7 +67,9 @@ def _back_off_failed_metadata_updates() -> None:
     down the update fails at once (connection refused), so the loop spins: thousands of connect
     attempts and error lines a second, most of a core (measured: 63-77% of one core on a
     loaded 2-core machine, 6-8% with this back-off). Successful updates are not delayed.
-    Applied once per process, by :func:`create_app` (workers only).
+    Applied once per process, by :func:`create_app` (workers only). Upstream: no aiokafka
+    report found of this loop. Test: ``test_worker_rides_out_a_broker_restart`` (CPU while
+    the broker is down).
     """
     import asyncio
 
@@ -69,6 +112,11 @@ def _never_commit_past_unprocessed_events() -> None:
     * ``Consumer._new_offset`` allows a one-offset hole at the head of the acknowledged
       offsets (``min(acked) - committed > 1``, where ``committed`` is already the next offset
       to read). Here a hole at the head means nothing is committed until it is filled.
+
+    Upstream: faust-streaming/faust#221 and #223 (skip events of an older generation: the skip
+    still acknowledges), faust-streaming/faust#312 (a wrong commit around a gap in the acks).
+    Tests: ``tests/unit/test_compat.py`` (Faust's real ``ack``/``_new_offset``),
+    ``test_sigkill_mid_stream_loses_no_event``.
     """
     from faust.transport.consumer import Consumer
 
@@ -111,7 +159,8 @@ def _keep_queued_events_when_flow_is_already_active() -> None:
     Seen as 1-5 consecutive events per partition without recommendations after a restart
     (``test_sigkill_mid_stream_loses_no_event``, on a slow or loaded machine). Clearing when
     flow was suspended (a rebalance began) keeps Faust's intent: stale events are dropped, and
-    the seek reads them again.
+    the seek reads them again. Upstream: faust-streaming/faust#216 and #217 (flow resumed before
+    the seek to committed offsets, the same race in the table-less recovery path).
     """
     from mode.utils.queues import FlowControlEvent
 
@@ -144,6 +193,7 @@ def _rewind_partitions_without_a_commit() -> None:
     (``test_survivor_takes_over_a_killed_workers_partitions``). Here such partitions are sought
     to their earliest offset, where the group starts reading them (``consumer_auto_offset_reset``
     is ``earliest``); table changelogs, which recovery positions itself, are left alone.
+    Upstream: aio-libs/aiokafka#1003 (``seek_to_committed`` skips offset 0 and no commit).
     """
     from faust.transport.consumer import ThreadDelegateConsumer
 
@@ -190,6 +240,8 @@ def _fetch_nothing_for_no_partitions() -> None:
     paused, just before its recovery, and never processed it; whether the set was empty or
     changed during the wait was not recorded, so this correction narrows the window and
     :func:`_rewind_partitions_without_a_commit` is the one that brings such records back.
+    Upstream: robinhood/faust#69 (an empty set fetches every partition; the live set passed by
+    reference races with pausing), where Faust's own guard checks the set before the wait only.
     """
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 

@@ -184,6 +184,14 @@ def decode_feedback(
     return rec
 
 
+def check_key(key: bytes | None, user_id: str) -> None:
+    """A keyed message must be keyed by its own ``user_id`` (the user's partition); an unkeyed
+    one passes (the score agent re-keys it)."""
+    if key is not None and key != user_id.encode():
+        msg = f"message key {key[:64]!r} is not the event's user_id {user_id[:64]!r}"
+        raise InvalidEvent("key_mismatch", msg)
+
+
 def encode(record: BaseModel | dict[str, Any], codec: str = "json") -> bytes:
     data = record.model_dump() if isinstance(record, BaseModel) else record
     if codec == "msgpack":

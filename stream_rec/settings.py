@@ -142,6 +142,12 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Inference/training device; auto = CUDA when present."
     )
+    precision: Literal["fp32", "int8", "fp16", "auto"] = Field(
+        "fp32",
+        description="Precision of the served ONNX model: int8 = the version's quantised files "
+        "(CPU only), fp16 = CUDA only, auto = fp16 on CUDA else fp32; a choice the device "
+        "cannot run serves fp32.",
+    )
     metrics_interval_s: float = Field(
         10.0,
         gt=0,
@@ -329,16 +335,11 @@ class Settings(BaseSettings):
         """Security keyword arguments shared by every aiokafka client we create."""
         kwargs: dict[str, object] = {"security_protocol": self.security_protocol}
         if self.security_protocol in ("SSL", "SASL_SSL"):
-            import ssl
+            from aiokafka.helpers import create_ssl_context
 
-            ctx = ssl.create_default_context(
-                cafile=str(self.ssl_cafile) if self.ssl_cafile else None
+            kwargs["ssl_context"] = create_ssl_context(
+                cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
             )
-            if self.ssl_certfile:
-                ctx.load_cert_chain(
-                    str(self.ssl_certfile), str(self.ssl_keyfile) if self.ssl_keyfile else None
-                )
-            kwargs["ssl_context"] = ctx
         if self.security_protocol.startswith("SASL"):
             kwargs["sasl_mechanism"] = self.sasl_mechanism
             kwargs["sasl_plain_username"] = self.sasl_username

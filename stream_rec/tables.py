@@ -60,6 +60,9 @@ def _bounded_options(self: Any) -> Any:
     return opts
 
 
+# Replaces a method of Faust's RocksDB store options (faust-streaming, the version that
+# stream_rec.compat.check_versions checks at start). Upstream: no report; Faust has no setting
+# for a shared cache or a write-buffer manager. Test: tests/unit/test_rocksdb_budget.py.
 _faust_as_options = RocksDBOptions.as_options
 RocksDBOptions.as_options = _bounded_options  # type: ignore[method-assign]
 

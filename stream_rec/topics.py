@@ -106,6 +106,7 @@ async def topic_partitions(settings: Settings, *topics: str) -> list[Any]:
 async def create_topics(settings: Settings) -> dict[str, str]:
     """Create every topic that is missing; return {topic: 'created'|'exists'}."""
     from aiokafka.admin import NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError, for_code
 
     t = Topics(settings.topic_prefix)
     async with _admin(settings) as admin:
@@ -136,10 +137,11 @@ async def create_topics(settings: Settings) -> dict[str, str]:
         if wanted:
             resp = await admin.create_topics(wanted)
             for name, code, message in _topic_errors(resp):
-                if code == 36:  # TOPIC_ALREADY_EXISTS: another process won the race
+                if code == TopicAlreadyExistsError.errno:  # another process won the race
                     result[name] = "exists"
                 elif code:
-                    msg = f"creating topic {name} failed: error {code} {message or ''}"
+                    err = for_code(code).__name__
+                    msg = f"creating topic {name} failed: {err} ({code}) {message or ''}"
                     raise RuntimeError(msg)
         return result
 

@@ -24,7 +24,7 @@ from stream_rec.agents.common import limits, send_dead_letter
 from stream_rec.core.context import example, label_of, lookup
 from stream_rec.core.session import decode_session, encode_session
 from stream_rec.core.signals import kind_of, record
-from stream_rec.schemas import InvalidEvent, decode_feedback
+from stream_rec.schemas import InvalidEvent, check_key, decode_feedback
 
 if TYPE_CHECKING:
     from stream_rec.app import Pipeline
@@ -50,9 +50,7 @@ def register(pipeline: Pipeline) -> None:
         """One feedback event: the training example, and the user's feedback signals."""
         try:
             fb = decode_feedback(event.value, **lim)
-            if event.key is not None and event.key != fb.user_id.encode():
-                msg = f"message key {event.key[:64]!r} is not the event's user_id"
-                raise InvalidEvent("key_mismatch", msg)  # noqa: EM101 - a metric label
+            check_key(event.key, fb.user_id)
         except InvalidEvent as exc:
             await send_dead_letter(pipeline, event, exc)
             return

@@ -42,6 +42,13 @@ def encode_announcement(version: str, **fields: Any) -> bytes:
     return bytes(msgpack.packb({"version": version, **fields}, use_bin_type=True))
 
 
+async def announce(producer: Any, topic: str, version: str, **fields: Any) -> None:
+    """Announce ``version`` on the model-updates ``topic`` (key ``current``, compacted) through
+    a started aiokafka producer; every worker swaps to it. The trainer and ``stream-rec model
+    promote|rollback`` both announce through here."""
+    await producer.send_and_wait(topic, encode_announcement(version, **fields), key=b"current")
+
+
 def register(pipeline: Pipeline) -> None:
     app = pipeline.app
 

@@ -61,7 +61,10 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float | 
     """Estimate the ``q`` quantile from cumulative ``(upper_bound, count)`` buckets.
 
     The same linear interpolation inside a bucket as PromQL's ``histogram_quantile``; a rank in
-    the ``+Inf`` bucket answers the largest finite bound.
+    the ``+Inf`` bucket answers the largest finite bound. Only for the snapshot on the metrics
+    topic, which ``stream-rec status`` reads where no Prometheus runs (a local broker, CI);
+    with Prometheus, ``histogram_quantile`` over each worker's ``/metrics`` is the source, and
+    nothing else here computes quantiles from buckets.
     """
     buckets = sorted(buckets)
     if not buckets or buckets[-1][1] <= 0:

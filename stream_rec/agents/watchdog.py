@@ -20,7 +20,10 @@ stays for any other way a partition can stop: it turns a silent, permanent stall
 logged, counted delay of about ``STREAM_REC_STALL_TIMEOUT_S``.
 
 :class:`StallWatch` (the decision) is plain Python; :func:`check_partitions` is the glue to
-Faust's consumer.
+Faust's consumer. That glue reads private consumer state (``_active_partitions``,
+``_paused_partitions``, ``_buffered_partitions``, ``_read_offset``, ``_committed_offset``) of
+the faust-streaming version :func:`stream_rec.compat.check_versions` checks at start; no
+upstream bug behind it (a guard, not a correction). Tests: ``tests/unit/test_watchdog.py``.
 """
 
 from __future__ import annotations

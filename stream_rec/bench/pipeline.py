@@ -40,7 +40,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -54,9 +53,11 @@ from rich.console import Console
 from rich.table import Table
 
 from stream_rec.bench.report import print_and_save
+from stream_rec.client import kafka_producer
 from stream_rec.data.movielens import load_movielens
 from stream_rec.metrics import STAGES as STAGE_NAMES
-from stream_rec.ops.replay import behavior_payload, item_payload, make_producer, select_events
+from stream_rec.ops.broker import free_port
+from stream_rec.ops.replay import behavior_payload, item_payload, select_events
 from stream_rec.schemas import decode_output
 from stream_rec.settings import Settings
 from stream_rec.topics import create_changelogs, create_topics, delete_topics_with_prefix
@@ -97,12 +98,6 @@ class Subject:
         if self.command[-1] == "stream_rec.bench.bare":
             return f"{self.settings.app_id}-bare-bare_counts-changelog"
         return f"{self.settings.topic_prefix}recommendations"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _env(
@@ -183,7 +178,7 @@ class _Workers:
     def __init__(self, subject: Subject, work: Path, tag: str) -> None:
         self.procs: list[_Proc] = []
         for i in range(subject.workers):
-            port = _free_port()
+            port = free_port()
             name = f"{subject.name}-{tag}-{i}"
             self.procs.append(
                 _Proc(
@@ -247,7 +242,7 @@ class _PySpy:
 
 
 async def _produce(settings: Settings, topic: str, msgs: list[tuple[bytes, bytes]]) -> None:
-    p: Any = make_producer(settings, linger_ms=20)
+    p: Any = kafka_producer(settings, linger_ms=20)
     await p.start()
     try:
         for k, v in msgs:
@@ -312,7 +307,7 @@ async def _latency_run(
                     else:
                         lat.append(now - ts)
 
-    p: Any = make_producer(settings, linger_ms=0)
+    p: Any = kafka_producer(settings, linger_ms=0)
     await p.start()
     task = asyncio.create_task(consume())
     start = time.perf_counter()

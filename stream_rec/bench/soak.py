@@ -35,10 +35,12 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from stream_rec.bench.pipeline import _env, _free_port, _Proc
+from stream_rec.bench.pipeline import _env, _Proc
 from stream_rec.bench.report import print_and_save
+from stream_rec.client import kafka_producer
 from stream_rec.data.movielens import load_movielens
-from stream_rec.ops.replay import behavior_payload, item_payload, make_producer, select_events
+from stream_rec.ops.broker import free_port
+from stream_rec.ops.replay import behavior_payload, item_payload, select_events
 from stream_rec.settings import Settings
 from stream_rec.topics import Topics, create_topics, delete_topics_with_prefix
 
@@ -117,7 +119,7 @@ async def _soak(
     proc = psutil.Process(pid)
     offsets = _Offsets(settings)
     await offsets.start()
-    producer: Any = make_producer(settings, linger_ms=5)
+    producer: Any = kafka_producer(settings, linger_ms=5)
     await producer.start()
     samples: list[Sample] = []
     sent = 0
@@ -223,7 +225,7 @@ def run(
     events = select_events(ds, None, None)
     asyncio.run(create_topics(soak))
     asyncio.run(_produce_items(soak, ds))
-    port = _free_port()
+    port = free_port()
     console.print(f"[bold]soak[/bold] {run_id}: starting a worker (log {work / 'worker.log'})…")
     w = _Proc([sys.executable, "-m", "stream_rec", "worker"], _env(soak, work / "worker", port),
               work / "worker.log", port)  # fmt: skip
@@ -256,7 +258,7 @@ def run(
 
 
 async def _produce_items(settings: Settings, ds: Any) -> None:
-    p: Any = make_producer(settings, linger_ms=20)
+    p: Any = kafka_producer(settings, linger_ms=20)
     await p.start()
     try:
         now = time.time()

@@ -51,7 +51,7 @@ class Dataset:
     """Interactions removed because their user was forgotten (``forget`` event, tombstone)."""
 
     def chronological(self) -> list[Interaction]:
-        """All interactions by timestamp; ties by user, then numeric item id (DESIGN.md)."""
+        """All interactions by timestamp; ties by user, then numeric item id (protocol order)."""
         return sorted(
             self.interactions, key=lambda x: (x.ts, num_key(x.user_id), num_key(x.item_id))
         )

@@ -1,5 +1,5 @@
-"""Offline evaluation (DESIGN.md protocol): leave-one-out on the training frame of any source,
-full ranking, baselines.
+"""Offline evaluation (docs/model-report.md, "Offline protocol"): leave-one-out on the training
+frame of any source, full ranking, baselines.
 
 Plain Python and numpy; no Kafka. The same :func:`evaluate` ranks every model and baseline.
 """

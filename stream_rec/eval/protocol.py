@@ -1,4 +1,4 @@
-"""The offline protocol of DESIGN.md: leave-one-out split, full ranking, HR/NDCG/MRR.
+"""The offline protocol (docs/model-report.md, "Offline protocol"): leave-one-out, HR/NDCG/MRR.
 
 Each user's interactions are sorted by (timestamp, numeric item id) — ``user_sequences`` of the
 training frame (:mod:`stream_rec.data.frame`) does that, whatever the source. Last interaction =

@@ -243,7 +243,7 @@ class OnnxScorer:
         self,
         version_dir: Path,
         settings: Settings | None = None,
-        precision: Precision = "fp32",
+        precision: Precision | None = None,
         threads: int = 0,
         verify: bool = True,
         max_history: int | None = None,
@@ -255,6 +255,8 @@ class OnnxScorer:
         device = settings.device if settings is not None else "auto"
         self.providers = choose_providers(device)
         on_gpu = self.providers[0] == "CUDAExecutionProvider"
+        if precision is None:  # the worker's: STREAM_REC_PRECISION
+            precision = settings.precision if settings is not None else "fp32"
         if precision == "auto":
             precision = "fp16" if on_gpu else "fp32"
         self.precision = precision
@@ -288,8 +290,9 @@ class OnnxScorer:
         self._lock = threading.Lock()
         self.item_ids: list[str] = list(meta["item_ids"])
         self.titles: list[str] = list(meta["titles"])
-        # Texts the item vectors were made from, when the export recorded them.
-        self._texts: dict[str, str] = dict(zip(self.item_ids, meta.get("texts", []), strict=False))
+        # Texts of the items embedded here (added from the stream); exported items keep their
+        # trained vectors.
+        self._texts: dict[str, str] = {}
         self.index = {iid: i for i, iid in enumerate(self.item_ids)}
         self.items = np.load(self.dir / "item_vectors.npy").astype(np.float32)
         self.id_part = np.load(self.dir / "id_part.npy").astype(np.float32)
@@ -350,7 +353,7 @@ class OnnxScorer:
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, dim), np.float32)
 
     def upsert_items(self, items: Iterable[CatalogItem]) -> None:
-        """Embed new items (and known items whose text changed) from their text.
+        """Embed new items (and items embedded here before whose text changed) from their text.
 
         Items the exported model already holds keep their trained vectors: re-embedding the
         whole catalogue on every start or model swap would cost seconds of encoder time per

@@ -26,6 +26,7 @@ from stream_rec.model.neighbours import (
     Neighbours,
 )
 from stream_rec.model.net import ModelConfig, TwoTower
+from stream_rec.model.runtime import left_padded
 
 
 @dataclass
@@ -137,7 +138,9 @@ class TorchRanker:
 
     @torch.no_grad()
     def user_vectors(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
-        idx = left_pad([list(h)[-self.max_len :] for h in histories]).to(self.items.device)
+        idx = torch.from_numpy(left_padded([list(h)[-self.max_len :] for h in histories], 1)).to(
+            self.items.device
+        )
         seq, mask = self.model.embed_sequences(idx, self.item_inputs)
         return self.model.user.last(seq, mask, normalised=True)
 
@@ -151,15 +154,6 @@ class TorchRanker:
         offset = self.model.cfg.new_item_offset
         out: np.ndarray = served_scores(raw, parts, self.weights, self._new_t, offset).numpy()
         return out
-
-
-def left_pad(seqs: Sequence[Sequence[int]], length: int | None = None) -> torch.Tensor:
-    n = max([len(s) for s in seqs] + [1]) if length is None else length
-    out = torch.full((len(seqs), n), -1, dtype=torch.long)
-    for r, s in enumerate(seqs):
-        if len(s):
-            out[r, n - len(s) :] = torch.as_tensor(list(s)[-n:], dtype=torch.long)
-    return out
 
 
 def item_counts(seqs: Sequence[Sequence[int]], n_items: int) -> np.ndarray:
@@ -203,8 +197,8 @@ def train_epoch(
     dev = model.text_vectors.device
     total, count = 0.0, 0
     for batch in batches:
-        idx = left_pad([w[:-1] for w in batch]).to(dev, non_blocking=True)
-        tgt = left_pad([w[1:] for w in batch]).to(dev, non_blocking=True)
+        idx = torch.from_numpy(left_padded([w[:-1] for w in batch], 1)).to(dev, non_blocking=True)
+        tgt = torch.from_numpy(left_padded([w[1:] for w in batch], 1)).to(dev, non_blocking=True)
         items = model.item_matrix(cfg.cold_drop)
         seq, mask = model.embed_sequences(idx, items)
         h = model.user(seq, mask)

@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -42,19 +41,14 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from stream_rec.client import Recommendation, decode_recommendation
 from stream_rec.data.movielens import load_movielens
-from stream_rec.ops.broker import BrokerError, broker_from_settings
+from stream_rec.ops.broker import BrokerError, broker_from_settings, free_port
 from stream_rec.ops.replay import replay, select_events
 from stream_rec.settings import Settings
 from stream_rec.topics import Topics, create_topics_sync
 
 console = Console()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # The demo-sized model: trains in well under a minute on 2 cores (STREAM_REC_TRAIN_*).
@@ -181,7 +175,7 @@ def run_demo(
             "topic_prefix": prefix,
             "app_id": f"{settings.app_id}-demo-{run_id}",
             "data_dir": run_dir / "worker",
-            "web_port": _free_port(),
+            "web_port": free_port(),
             "model_path": registry,
         }
     )
@@ -331,34 +325,34 @@ class Show:
         self.sent[(x.user_id, ts)] = (n, x.item_id, self.phase == "live")
         self.n_sent += 1
 
-    def on_rec(self, rec: dict[str, Any], now: float) -> None:
+    def on_rec(self, rec: Recommendation, now: float) -> None:
         self.received += 1
-        version = str(rec["model_version"])
-        n, item, live = self.sent.get((rec["user_id"], rec["event_ts"]), (-1, "", False))
+        version = rec.model_version
+        n, item, live = self.sent.get((rec.user_id, rec.event_ts), (-1, "", False))
         if not live:
             return
         self.live_received += 1
-        self.latencies.append(max(0.0, now - rec["event_ts"]))
-        items = [i["item_id"] for i in rec["items"]]
+        self.latencies.append(max(0.0, now - rec.event_ts))
+        items = [i.item_id for i in rec.items]
         period = "fallback" if is_fallback(version) else "model"
         self.period_latencies[period].append(self.latencies[-1])
-        nxt = self.next.get((rec["user_id"], n))
+        nxt = self.next.get((rec.user_id, n))
         self.hit.add(period, nxt, items)
         if period == "model":
-            shadow = self.shadow_top.pop((rec["user_id"], rec["event_ts"]), [])
+            shadow = self.shadow_top.pop((rec.user_id, rec.event_ts), [])
             self.hit.add("fallback, same events", nxt, shadow)
             self.model_answers += 1
             if self.swap is None:
                 self.swap = (version, time.monotonic() - (self.history_done_at or self.t0))
-        top = rec["items"][0] if rec["items"] else {}
+        reason = rec.items[0].reason if rec.items else None
         self.rows.append(
             (
-                rec["user_id"],
+                rec.user_id,
                 self.titles.get(item, item),
                 "; ".join(self.titles.get(i, i) for i in items[:3]),
-                str(top.get("reason") or "–"),
+                reason or "–",
                 version,
-                f"{1000 * (now - rec['event_ts']):.1f} ms",
+                f"{1000 * (now - rec.event_ts):.1f} ms",
             )
         )
 
@@ -458,7 +452,7 @@ class Show:
         now = time.time()
         for recs in batch.values():
             for r in recs:
-                self.on_rec(json.loads(r.value), now)
+                self.on_rec(decode_recommendation(r.value), now)
         live.update(self.render())
 
     def report(self, trainer: subprocess.Popen[bytes]) -> bool:

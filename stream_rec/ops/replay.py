@@ -10,11 +10,12 @@ whose value is the rating). By default each event's
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from stream_rec.client import Codec, behavior_message, item_message, kafka_producer
 from stream_rec.data.frame import Dataset, Interaction, Item
 from stream_rec.settings import Settings
 from stream_rec.topics import Topics
@@ -27,22 +28,16 @@ class ReplayStats:
     seconds: float = 0.0
 
 
-def item_payload(item: Item, ts: float) -> bytes:
-    return json.dumps(
-        {
-            "item_id": item.item_id,
-            "title": item.title,
-            "text": item.text,
-            "attributes": item.attributes,
-            "ts": ts,
-        }
-    ).encode()
+def item_payload(item: Item, ts: float, codec: Codec = "json") -> bytes:
+    """A catalogue row as an ``items`` message (:func:`stream_rec.client.item_message`)."""
+    return item_message(
+        item.item_id, item.title, text=item.text, attributes=item.attributes, ts=ts, codec=codec
+    )
 
 
-def behavior_payload(x: Interaction, ts: float) -> bytes:
-    return json.dumps(
-        {"user_id": x.user_id, "item_id": x.item_id, "event": x.event, "value": x.value, "ts": ts}
-    ).encode()
+def behavior_payload(x: Interaction, ts: float, codec: Codec = "json") -> bytes:
+    """An interaction as a ``behavior`` message (:func:`stream_rec.client.behavior_message`)."""
+    return behavior_message(x.user_id, x.item_id, x.event, value=x.value, ts=ts, codec=codec)
 
 
 def select_events(ds: Dataset, users: int | None, limit: int | None) -> list[Interaction]:
@@ -50,19 +45,6 @@ def select_events(ds: Dataset, users: int | None, limit: int | None) -> list[Int
     chosen = set(list(seqs)[:users]) if users else set(seqs)
     events = [x for x in ds.chronological() if x.user_id in chosen]
     return events[:limit] if limit else events
-
-
-def make_producer(settings: Settings, **kw: object) -> object:
-    from aiokafka import AIOKafkaProducer
-
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_list,
-        linger_ms=kw.pop("linger_ms", 2),
-        acks=kw.pop("acks", "all"),
-        enable_idempotence=True,
-        **settings.kafka_client_kwargs(),
-        **kw,
-    )
 
 
 async def replay(
@@ -80,31 +62,31 @@ async def replay(
     """Items, then behaviour events: ``events`` if given, else the chosen users' events in
     time order (``select_events``)."""
     topics = Topics(settings.topic_prefix)
-    producer = make_producer(settings)
-    await producer.start()  # type: ignore[attr-defined]
+    producer = kafka_producer(settings)
+    await producer.start()
     stats = ReplayStats()
     t0 = time.perf_counter()
     try:
         if send_items:
             now = time.time()
             for item in ds.items.values():
-                await producer.send(  # type: ignore[attr-defined]
+                await producer.send(
                     topics.items, item_payload(item, now), key=item.item_id.encode()
                 )
                 stats.items += 1
-            await producer.flush()  # type: ignore[attr-defined]
+            await producer.flush()
         if events is None:
             events = select_events(ds, users, limit)
         await _send_paced(producer, topics.behavior, events, rate, keep_ts, stats, on_send)
-        await producer.flush()  # type: ignore[attr-defined]
+        await producer.flush()
     finally:
-        await producer.stop()  # type: ignore[attr-defined]
+        await producer.stop()
     stats.seconds = time.perf_counter() - t0
     return stats
 
 
 async def _send_paced(
-    producer: object,
+    producer: Any,
     topic: str,
     events: Iterable[Interaction],
     rate: float | None,
@@ -120,7 +102,7 @@ async def _send_paced(
             if delay > 0:
                 await asyncio.sleep(delay)
         ts = float(x.ts) if keep_ts else time.time()
-        await producer.send(topic, behavior_payload(x, ts), key=x.user_id.encode())  # type: ignore[attr-defined]
+        await producer.send(topic, behavior_payload(x, ts), key=x.user_id.encode())
         if callable(on_send):
             on_send(x, ts)
         stats.events += 1

@@ -27,13 +27,13 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,9 +41,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from stream_rec.client import decode_recommendation, feedback_message, kafka_producer
 from stream_rec.data.frame import Dataset, Interaction
 from stream_rec.model import registry as model_registry
-from stream_rec.ops.replay import behavior_payload, item_payload, make_producer, select_events
+from stream_rec.ops.broker import free_port
+from stream_rec.ops.replay import behavior_payload, item_payload, select_events
+from stream_rec.progress import bar
 from stream_rec.settings import Settings
 from stream_rec.topics import Topics, create_topics, delete_topics_with_prefix
 from stream_rec.training.replay import replay_path
@@ -83,6 +86,7 @@ async def run_simulation(
     horizon: int = 10,
     block: int = 1000,
     counted: list[bool] | None = None,
+    advance: Callable[[], None] | None = None,
 ) -> SimResult:
     """``counted[n]`` False = a warm-up event: replayed (it builds the session) but neither
     scored into HR@10 nor answered with feedback."""
@@ -110,7 +114,7 @@ async def run_simulation(
         topics.recommendations, topics.model_updates, bootstrap_servers=settings.bootstrap_list,
         group_id=None, auto_offset_reset="earliest", **settings.kafka_client_kwargs(),
     )  # fmt: skip
-    producer: Any = make_producer(settings, linger_ms=5)
+    producer: Any = kafka_producer(settings, linger_ms=5)
     await consumer.start()
     await producer.start()
     sent = 0
@@ -139,34 +143,23 @@ async def run_simulation(
                         if ann and ann.get("closed_at"):
                             res.announcements[ann["version"]] = float(ann["closed_at"])
                         continue
-                    rec = json.loads(r.value)
-                    key = (rec["user_id"], rec["event_ts"])
+                    rec = decode_recommendation(r.value)
+                    key = (rec.user_id, rec.event_ts)
                     if key not in pos or key in warm_up:
                         continue
                     res.recommendations += 1
-                    res.versions.setdefault(rec["model_version"], rec["emitted_ts"])
-                    seq, p = seqs[rec["user_id"]], pos[key]
+                    if advance is not None:
+                        advance()
+                    res.versions.setdefault(rec.model_version, rec.emitted_ts)
+                    seq, p = seqs[rec.user_id], pos[key]
                     future = seq[p + 1 : p + 1 + horizon]
-                    items = [i["item_id"] for i in rec["items"]]
+                    items = [i.item_id for i in rec.items]
                     if future and future[0] in items[:10]:
                         res.hits += 1
                     for item in items[:10]:
                         label_ = "click" if item in future else "impression"
-                        feedback.append(
-                            (
-                                rec["user_id"].encode(),
-                                json.dumps(
-                                    {
-                                        "user_id": rec["user_id"],
-                                        "rec_id": rec["rec_id"],
-                                        "item_id": item,
-                                        "label": label_,
-                                        "value": None,
-                                        "ts": time.time(),
-                                    }
-                                ).encode(),
-                            )  # fmt: skip
-                        )
+                        value = feedback_message(rec.user_id, item, label_, rec_id=rec.rec_id)
+                        feedback.append((rec.user_id.encode(), value))
                     if res.recommendations % block == 0:
                         res.blocks.append((res.recommendations, res.hits / res.recommendations))
             for k, v in feedback:
@@ -181,12 +174,6 @@ async def run_simulation(
         await consumer.stop()
     res.events = sent
     return res
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
@@ -238,7 +225,7 @@ def _one_run(base: Settings, ds: Dataset, events: list[Interaction], registry: P
     asyncio.run(create_topics(s))
 
     async def items() -> None:
-        p: Any = make_producer(s)
+        p: Any = kafka_producer(s)
         await p.start()
         now = time.time()
         for it in ds.items.values():
@@ -256,7 +243,7 @@ def _one_run(base: Settings, ds: Dataset, events: list[Interaction], registry: P
         "STREAM_REC_LOG_LEVEL": "warning",
         "STREAM_REC_FEEDBACK_SIGNALS": "false" if label == "frozen" else "true",
     }
-    port = _free_port()
+    port = free_port()
     wlog = work / f"worker-{label}.log"
     with open(wlog, "wb") as f:
         worker = subprocess.Popen(  # noqa: S603
@@ -272,12 +259,16 @@ def _one_run(base: Settings, ds: Dataset, events: list[Interaction], registry: P
             with open(work / "trainer.log", "wb") as f:
                 trainer = subprocess.Popen(  # noqa: S603
                     [sys.executable, "-m", "stream_rec", "trainer"],
-                    env={**env, "STREAM_REC_WEB_PORT": str(_free_port()),
+                    env={**env, "STREAM_REC_WEB_PORT": str(free_port()),
                          "STREAM_REC_LOG_LEVEL": "info"},  # fmt: skip
                     stdout=f, stderr=subprocess.STDOUT,
                 )  # fmt: skip
         console.print(f"[bold]{label}[/bold]: replaying {len(events)} events at {rate:.0f}/s…")
-        return asyncio.run(run_simulation(s, ds, events, label, rate=rate, counted=counted))
+        scored = len(events) if counted is None else sum(counted)
+        with bar(f"{label}: recommendations scored", scored, console) as advance:
+            return asyncio.run(
+                run_simulation(s, ds, events, label, rate=rate, counted=counted, advance=advance)
+            )
     finally:
         if trainer is not None:
             _stop(trainer)

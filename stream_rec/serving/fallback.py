@@ -46,7 +46,9 @@ class PopularityCooccurrenceScorer:
         self._ids: list[str] = []
         self._nb_cache: dict[str, tuple[float, np.ndarray, np.ndarray]] = {}
         self._dirty: set[str] = set()
-        self._lock = threading.Lock()  # observe() runs on the loop, score() in a thread
+        # observe() and score() run in the scoring thread, upsert_items() in another thread
+        # (the catalogue agent's executor): one lock for the counts and the catalogue
+        self._lock = threading.Lock()
 
     @property
     def version(self) -> str:

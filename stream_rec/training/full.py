@@ -155,6 +155,7 @@ def full_train(
     ``{"outcome": promoted|rejected, "version": str, ...}``; raises if training failed."""
     from stream_rec.model import registry
     from stream_rec.model.pipeline import prepare, train_and_export
+    from stream_rec.progress import log_epochs
 
     if load is None:
         from stream_rec.data.sources import load_kafka
@@ -176,6 +177,7 @@ def full_train(
         _, metrics, path = train_and_export(
             settings, prepared, mcfg, tcfg, registry_dir=root,
             encoder_path=settings.encoder_path, make_current=False,
+            on_epoch=log_epochs(log, kind),
         )  # fmt: skip
     except Exception:
         # Too little data for a split, or a failed run: try again after more events, not

@@ -82,22 +82,22 @@ class Outcome:
 
 def ndcg_at_k(scores: np.ndarray, histories: Sequence[Sequence[int]], targets: Sequence[int],
               k: int = 10) -> float:  # fmt: skip
-    """NDCG@k with each user's history items excluded (the offline protocol's ranking rule).
+    """Mean NDCG@k with each user's history items (but the target) excluded, ranked by the
+    offline protocol's own rule (:func:`stream_rec.eval.protocol.target_ranks`: ties by item
+    index) and gain (:func:`~stream_rec.eval.protocol.ndcg_gains`).
 
     One relevant item per row, so NDCG = 1/log2(rank + 1) inside the top k, else 0. It moves
     with the target's rank inside the top k, where HR@k saturates on small catalogues.
     """
+    from stream_rec.eval.protocol import ndcg_gains, target_ranks
+
     if not len(targets):
         return 0.0
     s = np.array(scores, dtype=np.float64, copy=True)
-    total = 0.0
     for row, (hist, target) in enumerate(zip(histories, targets, strict=True)):
-        excl = [i for i in hist if i != target]
-        s[row, excl] = -np.inf
-        rank = int(np.sum(s[row] > s[row, target]))  # 0-based; ties favour the target
-        if rank < k:
-            total += 1.0 / np.log2(rank + 2)
-    return total / len(targets)
+        s[row, [i for i in hist if i != target]] = -np.inf
+    ranks = target_ranks(s, np.asarray(targets, dtype=np.int64))
+    return float(ndcg_gains(ranks, k).mean())
 
 
 class Trainer:
@@ -186,36 +186,23 @@ class Trainer:
         save_replay(self.root, self.replay)
 
     def _gate(self, base_dir: Path, held: list[dict[str, Any]]) -> Any:
-        """NDCG@10 on the held-out feedback (+ the version's validation targets if shipped)."""
+        """NDCG@10 on the held-out feedback."""
         from stream_rec.model.train import TorchRanker
 
         items = json.loads((base_dir / "items.json").read_text(encoding="utf-8"))["item_ids"]
         index = {iid: i for i, iid in enumerate(items)}
-        sets: list[tuple[list[list[int]], list[int]]] = []
         hist = [[index[i] for i in map(str, e.get("history", [])) if i in index] for e in held]
         tgt = [index.get(str(e["item_id"]), -1) for e in held]
         keep = [n for n, t in enumerate(tgt) if t >= 0]
-        sets.append(([hist[n] for n in keep], [tgt[n] for n in keep]))
-        val_file = base_dir / "validation.json"
-        if val_file.is_file():
-            val = json.loads(val_file.read_text(encoding="utf-8"))
-            vh = [[index[i] for i in h if i in index] for h in val["histories"]]
-            vt = [index.get(t, -1) for t in val["targets"]]
-            ok = [n for n, t in enumerate(vt) if t >= 0]
-            sets.append(([vh[n] for n in ok], [vt[n] for n in ok]))
+        histories, targets = [hist[n] for n in keep], [tgt[n] for n in keep]
 
         def gate(model: Any) -> float:
-            ranker = TorchRanker(model)
-            values = []
-            for h, t in sets:
-                if t:
-                    values.append(ndcg_at_k(ranker.score(h), h, t))
-            score = float(np.mean(values)) if values else 0.0
+            score = ndcg_at_k(TorchRanker(model).score(histories), histories, targets)
             gate.last_scores["base" if "base" not in gate.last_scores else "new"] = score  # type: ignore[attr-defined]
             return score
 
         gate.last_scores = {}  # type: ignore[attr-defined]
-        gate.n_targets = sum(len(t) for _, t in sets)  # type: ignore[attr-defined]
+        gate.n_targets = len(targets)  # type: ignore[attr-defined]
         return gate
 
 
@@ -242,7 +229,7 @@ async def run_trainer(settings: Settings, *, once: bool = False, full_poll_s: fl
     """The service: windowing and training loops until cancelled (or one run with ``once``)."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    from stream_rec.agents.models import encode_announcement
+    from stream_rec.agents.models import announce as send_announcement
     from stream_rec.schemas import encode
 
     if settings.model_path is None:
@@ -377,9 +364,7 @@ async def run_trainer(settings: Settings, *, once: bool = False, full_poll_s: fl
                 return
 
     async def announce(version: str, **fields: Any) -> None:
-        await producer.send_and_wait(
-            topics.model_updates, encode_announcement(version, **fields), key=b"current"
-        )
+        await send_announcement(producer, topics.model_updates, version, **fields)
         metrics.serving.clear()
         metrics.serving.labels(version=version).set(1)
 

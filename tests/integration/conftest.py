@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from stream_rec.ops.broker import BrokerError, LocalBroker, metadata_ready
+from stream_rec.ops.broker import BrokerError, LocalBroker, free_port, metadata_ready
 from stream_rec.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,14 +52,6 @@ def bootstrap() -> Iterator[str]:
         pytest.skip(f"no Kafka broker: {exc}")
     yield broker.bootstrap
     broker.stop()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -170,7 +162,7 @@ class Pipeline:
         return f"{self.prefix}{short}"
 
     def worker(self, name: str = "w", fresh_state: bool = False, **env: str) -> WorkerProc:
-        port = _free_port()
+        port = free_port()
         data = self.tmp / (f"{name}-{uuid.uuid4().hex[:6]}" if fresh_state else name)
         e = {
             **os.environ,

@@ -14,7 +14,8 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from tests.integration.conftest import ROOT, Pipeline, WorkerProc, _free_port, behavior
+from stream_rec.ops.broker import free_port
+from tests.integration.conftest import ROOT, Pipeline, WorkerProc, behavior
 from tests.model_fixtures import (
     N_ITEMS,
     build_tiny_encoder,
@@ -84,7 +85,7 @@ def _trainer(
         "STREAM_REC_APP_ID": pipeline.prefix.rstrip("."),
         "STREAM_REC_PARTITIONS": str(pipeline.partitions),
         "STREAM_REC_MODEL_PATH": str(root),
-        "STREAM_REC_WEB_PORT": str(_free_port()),
+        "STREAM_REC_WEB_PORT": str(free_port()),
         **env,
     }
     log = open(pipeline.tmp / "trainer.log", "ab")  # noqa: SIM115 - owned by the child

@@ -177,3 +177,31 @@ async def test_a_fetch_for_no_partitions_returns_nothing_and_others_work_on_a_co
     assert await AIOKafkaConsumerThread._fetch_records(thread, aio, active) == {TP("t", 0): [1]}  # type: ignore[arg-type]
     (asked,) = fetcher.asked
     assert asked == active and asked is not active  # the main loop may change ``active`` meanwhile
+
+
+def test_the_installed_versions_are_the_tested_ones() -> None:
+    compat.check_versions()  # what this environment runs, pinned in pyproject.toml
+
+
+@pytest.mark.parametrize(
+    ("dist", "have"),
+    [("faust-streaming", "0.16.0"), ("aiokafka", "0.13.9"), ("mode-streaming", None)],
+)
+def test_another_version_stops_the_worker_with_what_to_do(dist: str, have: str | None) -> None:
+    from stream_rec.settings import ConfigError
+
+    installed = {d: f"{m}.1" for d, m in compat.TESTED.items()}
+    installed.pop(dist)
+    if have is not None:
+        installed[dist] = have
+    with pytest.raises(ConfigError) as ei:
+        compat.check_versions(installed)
+    msg = str(ei.value)
+    assert f"{dist} {have or 'not installed'} (tested: {compat.TESTED[dist]}.x)" in msg
+    assert "pyproject.toml" in msg
+    assert sum(d in msg for d in compat.TESTED) == 1  # only the wrong one is named
+
+
+def test_a_tested_minor_passes_whatever_its_patch_level() -> None:
+    compat.check_versions({d: f"{m}.99" for d, m in compat.TESTED.items()})
+    compat.check_versions(dict(compat.TESTED))

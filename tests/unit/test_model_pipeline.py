@@ -131,6 +131,25 @@ def test_int8_scorer_agrees_on_top_item(exported_version: Path) -> None:
     assert scorer.score([ScoreRequest("u", ["7", "8", "9"])], k=3)[0][0].item_id == "10"
 
 
+def test_precision_is_the_workers_setting(exported_version: Path) -> None:
+    assert OnnxScorer.load(exported_version, load_settings(device="cpu")).precision == "fp32"
+    int8 = OnnxScorer.load(exported_version, load_settings(device="cpu", precision="int8"))
+    assert int8.precision == "int8" and int8._text_file.name == "text_encoder.int8.onnx"
+    # an explicit argument (stream-rec eval/bench --precision) wins over the setting
+    fp32 = OnnxScorer.load(
+        exported_version, load_settings(device="cpu", precision="int8"), precision="fp32"
+    )
+    assert fp32._text_file.name == "text_encoder.onnx"
+
+
+def test_a_stream_items_new_text_is_embedded_again(exported_version: Path) -> None:
+    scorer = OnnxScorer.load(exported_version, load_settings(device="cpu"))
+    scorer.upsert_items([CatalogItem("new-1", "robot ghost", "robot ghost. genres Horror")])
+    first = scorer.items[scorer.index["new-1"]].copy()
+    scorer.upsert_items([CatalogItem("new-1", "robot ghost", "a quiet love story. genres Romance")])
+    assert np.abs(scorer.items[scorer.index["new-1"]] - first).max() > 1e-3
+
+
 def test_upsert_cold_item_from_text(exported_version: Path, planted) -> None:  # type: ignore[no-untyped-def]
     scorer = OnnxScorer.load(exported_version, load_settings(device="cpu"))
     # an existing item re-embedded from the same text gets the same text-path vector

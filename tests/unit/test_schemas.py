@@ -515,3 +515,14 @@ def test_dead_letter_of_tombstone_has_empty_payload() -> None:
     dl = dead_letter("t", 0, 0, "empty: message has no value", None)
     assert dl.payload_b64 == ""
     assert base64.b64decode(dl.payload_b64) == b""
+
+
+def test_check_key_passes_the_users_own_key_or_none_and_names_a_mismatch() -> None:
+    from stream_rec.schemas import check_key
+
+    check_key("ü-user".encode(), "ü-user")
+    check_key(None, "u1")
+    with pytest.raises(InvalidEvent) as ei:
+        check_key(b"u2", "u1")
+    assert ei.value.code == "key_mismatch"
+    assert "b'u2'" in str(ei.value) and "'u1'" in str(ei.value)

@@ -71,6 +71,19 @@ def test_train_from_a_jsonl_file(tmp_path: Path, tiny_encoder_dir: Path) -> None
         "MostPopular (train+valid)", "ItemKNN-last5 (train+valid)",
     }  # fmt: skip
     assert all(0.0 <= m["hr10"] <= 1.0 for m in report["baselines"].values())
+    # the served model through `stream-rec eval`, with its progress bar on stderr
+    ev_out = tmp_path / "eval.json"
+    proc = _run(
+        ["eval", "--model", str(reg), "--source", str(events), "--items", str(items),
+         "--out-json", str(ev_out)],
+        tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ranking the catalogue for 40 users" in proc.stderr and "40/40" in proc.stderr
+    rows = json.loads(ev_out.read_text())
+    served = rows[f"two-tower {manifest['version']}"]
+    assert served["users"] == 40
+    assert abs(served["ndcg10"] - report["test"]["ndcg10"]) <= 1e-3  # the ONNX path, same split
 
 
 def test_train_from_nothing_exits_2_with_one_line(tmp_path: Path) -> None:

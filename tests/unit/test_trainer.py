@@ -133,6 +133,25 @@ def test_ndcg_excludes_history() -> None:
     assert ndcg_at_k(scores, [[0], []], [2, 0], k=2) == pytest.approx(0.5 / math.log2(3))
 
 
+def test_gate_ndcg_breaks_ties_like_the_offline_protocol() -> None:
+    import math
+
+    import numpy as np
+
+    from stream_rec.eval.protocol import metrics_from_ranks, target_ranks
+
+    # every item scores the same: the target ranks behind the lower-index items, as in eval
+    scores = np.ones((2, 4))
+    targets = [2, 0]
+    ranks = target_ranks(scores, np.array(targets))
+    assert ranks.tolist() == [2, 0]
+    want = (1 / math.log2(4) + 1.0) / 2
+    assert ndcg_at_k(scores, [[], []], targets) == pytest.approx(want)
+    assert ndcg_at_k(scores, [[], []], targets) == pytest.approx(metrics_from_ranks(ranks).ndcg10)
+    # a repeated item: the target itself in the history is not excluded
+    assert ndcg_at_k(scores, [[2, 0], []], targets) == pytest.approx((1 / math.log2(3) + 1) / 2)
+
+
 def test_windows_close_by_count_and_time_and_merge_small_ones() -> None:
     w = Windower(seconds=10, max_examples=3, min_examples=2)
     assert w.add({"user_id": "a"}, 0) is None
