@@ -58,7 +58,6 @@ DEMO_TRAIN_ENV = {
     "STREAM_REC_TRAIN_LAYERS": "1",
     "STREAM_REC_TRAIN_MAX_LEN": "50",
 }
-TRAINER_NICE = 10  # the trainer's CPU priority beside the worker (higher = yields more)
 
 
 def _status(port: int) -> dict[str, Any] | None:
@@ -220,10 +219,6 @@ def run_demo(
                     stderr=subprocess.STDOUT,
                 )
             )
-    # One machine holds the broker, the worker and the trainer here: training is batch work and
-    # yields the cores to serving (in production it runs on its own machine; compose can give it
-    # lower cpu_shares). Threads the trainer starts later inherit this priority.
-    os.setpriority(os.PRIO_PROCESS, procs[1].pid, TRAINER_NICE)
     try:
         if not _wait_worker(procs[0], demo_settings.web_port, prefix, logs["worker"]):
             return 1
