@@ -289,6 +289,7 @@ def faust_config(settings: Settings) -> dict[str, Any]:
 
 
 def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
+    started_at = time.time()  # the process has imported its code: the worker is "up"
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     data_lock = lock_data_dir(settings)
     compat.apply()
@@ -308,7 +309,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
         scorer=holder,
         executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer"),
         tables=create_tables(app, settings),
-        extra={"data_lock": data_lock},
+        extra={"data_lock": data_lock, "started_at": started_at},
     )
 
     from stream_rec.agents import catalog, feedback, models, score, telemetry, watchdog
@@ -340,6 +341,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
                 "rebalancing": bool(app.rebalancing),
                 "group_instance_id": app.conf.consumer_group_instance_id,
                 "ready_to_join": app.join_gates_open,
+                "started_at": started_at,
                 **watchdog.fetch_state(app.consumer),
             }
         )

@@ -13,7 +13,10 @@ dead letter from the beginning until each event is answered (or ``--timeout``).
 Figures (one line of the table each, also in the JSON):
 
 * ``recovery_s``: from the restarted worker's process start to the first recommendation it
-  emitted (its ``emitted_ts``); with one worker every partition is its partition.
+  emitted (its ``emitted_ts``); with one worker every partition is its partition. Split into
+  ``start_up_s`` (process start to the worker's code being up: interpreter and imports, the
+  ``started_at`` of its status page) and ``serving_after_up_s`` (from there to that first
+  recommendation: Faust's start, catalogue, group join, table recovery, seek).
 * ``outage_p99_s`` / ``outage_max_s``: event→recommendation latency (``emitted_ts − ts``, first
   recommendation of each event) of the events sent between the kill and that first
   recommendation; ``run_p50_s`` / ``run_p99_s`` over every event of the run.
@@ -63,6 +66,7 @@ class CrashRun:
     killed_at: float = 0.0  # wall clock
     restarted_at: float = 0.0  # wall clock, just before the new process was spawned
     ready_s: float | None = None  # restart → the status page shows behaviour partitions
+    up_at: float | None = None  # wall clock: the restarted worker had imported its code
 
 
 def _quantile(xs: list[float], q: float) -> float | None:
@@ -106,6 +110,8 @@ def figures(run: CrashRun) -> dict[str, Any]:
         "duplicate_recommendations": dups,
         "dead_letters": reasons,
         "recovery_s": None if back is None else back - run.restarted_at,
+        "start_up_s": None if run.up_at is None else run.up_at - run.restarted_at,
+        "serving_after_up_s": None if back is None or run.up_at is None else back - run.up_at,
         "ready_s": run.ready_s,
         "outage_events": len(outage),
         "outage_p99_s": _quantile(outage, 0.99),
@@ -144,6 +150,7 @@ class _Reader:
     def __init__(self, settings: Settings, run: CrashRun) -> None:
         self.settings, self.run = settings, run
         self.task: asyncio.Task[None] | None = None
+        self.ids: set[str] = set()
 
     async def start(self) -> None:
         from aiokafka import AIOKafkaConsumer
@@ -165,11 +172,12 @@ class _Reader:
                     doc = json.loads(rec.value)
                     if tp.topic == self.recs_topic:
                         self.run.recs.append(doc)
+                        self.ids.add(doc["rec_id"])
                     else:
                         self.run.dead_letters.append(doc)
 
     def answered(self) -> int:
-        return len({r["rec_id"] for r in self.run.recs})
+        return len(self.ids)
 
     async def stop(self) -> None:
         if self.task is not None:
@@ -181,8 +189,10 @@ class _Reader:
         await self.consumer.stop()
 
 
-def _has_partitions(port: int, behavior: str) -> bool:
+def _has_partitions(port: int, behavior: str, run: CrashRun | None = None) -> bool:
     st = _status(port)
+    if st and run is not None and run.killed_at and run.up_at is None:
+        run.up_at = st.get("started_at")
     return bool(
         st and st["catalog_caught_up"] and not st["rebalancing"]
         and any(a.startswith(behavior + ":") for a in st["assignment"])
@@ -249,7 +259,7 @@ async def crash_run(
                     procs.append(_Proc(args, env, work / "worker-2.log", port))
                     restarted = time.monotonic()
                 if run.killed_at and run.ready_s is None and n % 10 == 0:
-                    ready = await asyncio.to_thread(_has_partitions, port, behavior)
+                    ready = await asyncio.to_thread(_has_partitions, port, behavior, run)
                     if ready:
                         run.ready_s = time.monotonic() - restarted
             await prod.flush()
@@ -267,10 +277,12 @@ async def crash_run(
             answered = {r["rec_id"] for r in run.recs}
             if all(rid in answered for rid in run.sent):
                 break
-            if run.ready_s is None and await asyncio.to_thread(_has_partitions, port, behavior):
+            ready = await asyncio.to_thread(_has_partitions, port, behavior, run)
+            if run.ready_s is None and ready:
                 run.ready_s = time.monotonic() - restarted
             await asyncio.sleep(1.0)
         await asyncio.sleep(2.0)  # late duplicates and dead letters
+        await asyncio.to_thread(_has_partitions, port, behavior, run)  # up_at, if not yet read
     finally:
         if reader.task is not None:
             await reader.stop()
