@@ -166,7 +166,19 @@ class StreamRecApp(faust.App):
     async def on_start(self) -> None:
         await super().on_start()
         for fn in self._before_join:
-            self.add_future(fn())
+            self.add_future(self._keep_running(fn))
+
+    async def _keep_running(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run ``fn`` again (after a pause) if it fails: the join waits for what it feeds."""
+        while not self.should_stop:
+            try:
+                await fn()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - e.g. the broker unreachable at start
+                log.exception("%s failed; starting it again in 2 s", fn.__name__)
+                await asyncio.sleep(2.0)
 
     def _new_consumer(self) -> Any:
         consumer = super()._new_consumer()
