@@ -8,9 +8,12 @@ scorer holder, the thread that runs scoring off the event loop, and the metrics.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
+import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +49,7 @@ class ScorerHolder:
 @dataclass
 class Pipeline:
     settings: Settings
-    app: faust.App
+    app: StreamRecApp
     topics: Topics
     metrics: Metrics
     scorer: ScorerHolder
@@ -55,6 +58,8 @@ class Pipeline:
     catalog: dict[str, CatalogItem] = field(default_factory=dict)
     catalog_size: int = 0
     catalog_caught_up: bool = False
+    data_lock: Any = None  # held for the worker's life: one worker per data folder
+    started_at: float = 0.0  # when the process had imported its code (the status page)
 
 
 def _credentials(settings: Settings) -> Any:
@@ -135,6 +140,67 @@ class StreamRecApp(faust.App):
     shutdown_timeout_s: float = 30.0
     _stop_deadline: threading.Timer | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._before_join: list[Callable[[], Awaitable[None]]] = []
+        self._join_gates: dict[str, asyncio.Event] = {}
+
+    # --- joining the consumer group only once scoring has what it needs ------------------------
+    # A worker that owned behaviour partitions before its catalogue replica was loaded scored
+    # against an empty catalogue and sent empty recommendations (seen right after a restart).
+    # So the replicas start with the app, and the consumer subscribes (joins the group, takes
+    # partitions) only once every gate is open. Faust's own ``app.task``s start only after table
+    # recovery, i.e. after an assignment, so they cannot be what the join waits for.
+
+    def before_join(self, fn: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """Decorator: run ``fn`` from the app's start, before the consumer joins its group."""
+        self._before_join.append(fn)
+        return fn
+
+    def join_gate(self, name: str) -> asyncio.Event:
+        """An event the consumer waits for before it joins the group; set it when ``name`` is
+        ready (e.g. the catalogue replica has caught up)."""
+        return self._join_gates.setdefault(name, asyncio.Event())
+
+    @property
+    def join_gates_open(self) -> dict[str, bool]:
+        return {name: ev.is_set() for name, ev in self._join_gates.items()}
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        for fn in self._before_join:
+            self.add_future(self._keep_running(fn))
+
+    async def _keep_running(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run ``fn`` again (after a pause) if it fails: the join waits for what it feeds."""
+        while not self.should_stop:
+            try:
+                await fn()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - e.g. the broker unreachable at start
+                log.exception("%s failed; starting it again in 2 s", fn.__name__)
+                await asyncio.sleep(2.0)
+
+    def _new_consumer(self) -> Any:
+        consumer = super()._new_consumer()
+        subscribe = consumer.subscribe
+
+        async def subscribe_when_ready(topics: Any) -> None:
+            waiting = [name for name, ev in self._join_gates.items() if not ev.is_set()]
+            if waiting:
+                t0 = time.monotonic()
+                log.info("waiting for %s before joining the consumer group", ", ".join(waiting))
+                for ev in self._join_gates.values():
+                    await ev.wait()
+                log.info("ready to serve after %.2fs: joining the consumer group",
+                         time.monotonic() - t0)  # fmt: skip
+            await subscribe(topics)
+
+        consumer.subscribe = subscribe_when_ready  # type: ignore[method-assign]
+        return consumer
+
     async def on_stop(self) -> None:
         if self._stop_deadline is None:
             self._stop_deadline = threading.Timer(self.shutdown_timeout_s, self._exit_now)
@@ -157,9 +223,54 @@ class StreamRecApp(faust.App):
         os._exit(os.EX_SOFTWARE)
 
 
+def group_instance_id(settings: Settings) -> str | None:
+    """This worker's static group membership id (Kafka ``group.instance.id``), or None.
+
+    ``STREAM_REC_WORKER_ID`` when set; else the host name and a digest of the data folder,
+    which is the same across restarts of one worker and differs between the workers of one
+    host (each has its own data folder, and :func:`lock_data_dir` keeps two live workers out of
+    one folder).
+    """
+    if not settings.static_membership:
+        return None
+    if settings.worker_id:
+        return settings.worker_id
+    import hashlib
+    import re
+    import socket
+
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:120] or "host"
+    digest = hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:12]
+    return f"{host}-{digest}"
+
+
+def lock_data_dir(settings: Settings) -> Any:
+    """Hold an exclusive lock on the worker's data folder for the life of the process.
+
+    Two live workers on one folder would share RocksDB files and, with static membership, one
+    group member id (one would fence the other). A second worker fails at start instead.
+    """
+    import fcntl
+
+    path = settings.data_dir / "worker.lock"
+    fh = open(path, "a+")  # noqa: SIM115 - held open (locked) until the process exits
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        msg = (
+            f"STREAM_REC_DATA_DIR={settings.data_dir} is in use by another running worker: "
+            "give every worker its own data folder"
+        )
+        raise ConfigError(msg) from None
+    return fh
+
+
 def faust_config(settings: Settings) -> dict[str, Any]:
     """Faust settings of every worker (and of the benchmark's bare anchor agent)."""
     return {
+        # Static membership (KIP-345): a restarted worker takes its partitions back at once.
+        "consumer_group_instance_id": group_instance_id(settings),
         "broker": [f"kafka://{s}" for s in settings.bootstrap_list],
         "broker_credentials": _credentials(settings),
         "store": settings.table_store,
@@ -188,11 +299,14 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         "web_tables_enabled": False,
         "autodiscover": False,
         "table_cleanup_interval": 60.0,
+        "TableManager": compat.table_manager(),  # every table is declared before the start
     }
 
 
 def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
+    started_at = time.time()  # the process has imported its code: the worker is "up"
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    data_lock = lock_data_dir(settings)
     compat.apply()
     app = StreamRecApp(settings.app_id, **faust_config(settings))
     app.shutdown_timeout_s = settings.shutdown_timeout_s
@@ -210,6 +324,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
         scorer=holder,
         executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer"),
         tables=create_tables(app, settings),
+        data_lock=data_lock,
+        started_at=started_at,
     )
 
     from stream_rec.agents import catalog, feedback, models, score, telemetry, watchdog
@@ -239,6 +355,9 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
                 "catalog_caught_up": pipeline.catalog_caught_up,
                 "assignment": assignment,
                 "rebalancing": bool(app.rebalancing),
+                "group_instance_id": app.conf.consumer_group_instance_id,
+                "ready_to_join": app.join_gates_open,
+                "started_at": started_at,
                 **watchdog.fetch_state(app.consumer),
             }
         )

@@ -435,6 +435,30 @@ def bench_soak(
     run(_settings(), minutes=minutes, rate=rate, out=out, warm_up=warm_up)
 
 
+@bench_app.command("recovery")
+def bench_recovery(
+    users: Annotated[int, typer.Option(help="Users.")] = 200,
+    events_per_user: Annotated[int, typer.Option(help="Behaviour events per user.")] = 30,
+    items: Annotated[int, typer.Option(help="Catalogue items.")] = 200,
+    rate: Annotated[float, typer.Option(help="Behaviour events offered per second.")] = 100.0,
+    kill_after: Annotated[
+        float, typer.Option(min=0.05, max=0.95, help="Share of events answered before the kill.")
+    ] = 0.3,
+    dynamic: Annotated[
+        bool, typer.Option(help="Restart with dynamic group membership (for comparison).")
+    ] = False,
+    out: Annotated[Path, typer.Option(help="JSON output.")] = Path("bench/recovery.json"),
+) -> None:
+    """SIGKILL a worker mid-stream, restart it at once: recovery time, outage latency, empty
+    and lost recommendations."""
+    from stream_rec.bench.recovery import run
+
+    run(
+        _settings(), out, users=users, events_per_user=events_per_user, items=items, rate=rate,
+        kill_after=kill_after, static=not dynamic,
+    )  # fmt: skip
+
+
 def _register_model_commands() -> None:
     try:
         from stream_rec.model import commands as mc

@@ -57,6 +57,9 @@ def apply() -> None:
     _keep_queued_events_when_flow_is_already_active()
     _rewind_partitions_without_a_commit()
     _fetch_nothing_for_no_partitions()
+    _stop_when_fenced()
+    _fetch_committed_offsets_at_once()
+    _accept_a_static_members_earlier_url()
 
 
 def _back_off_failed_metadata_updates() -> None:
@@ -263,3 +266,191 @@ def _fetch_nothing_for_no_partitions() -> None:
 
     AIOKafkaConsumerThread._fetch_records = _fetch_records  # type: ignore[method-assign]
     AIOKafkaConsumerThread._stream_rec_fetch_guard = True  # type: ignore[attr-defined]
+
+
+FENCED_INSTANCE_ID = 82  # Kafka's error code; aiokafka 0.14 has no class for it
+
+
+def _stop_when_fenced() -> None:
+    """Stop a static member that another live worker with its ``group.instance.id`` replaced,
+    instead of taking the partitions back from it.
+
+    With static membership (KIP-345) a worker that joins under an instance id already in the
+    group replaces the member that held it, and the coordinator fences the old one: Kafka's
+    Java client then fails with ``FencedInstanceIdException`` and the application stops.
+    aiokafka 0.14 sends heartbeats without the instance id, so the old member hears
+    ``UNKNOWN_MEMBER_ID``, resets and joins again under the same id, which fences the new one:
+    two live workers with one id would take the partitions from each other every heartbeat.
+    Here, before a member that has been in the group joins again without a member id, it asks
+    the coordinator (DescribeGroups) whether another member holds its instance id (Kafka names
+    a static member ``<instance id>-<uuid>``); if so, or if a join is answered
+    ``FENCED_INSTANCE_ID``, it logs why and stops the worker (SIGTERM) without joining. At that
+    point the rebalance callback has already revoked its partitions, so it processes nothing
+    more. A member that lost its place by its session expiring finds no holder and joins again.
+    Test: ``test_a_second_live_worker_with_the_same_id_fences_the_first``
+    (``tests/integration/test_recovery.py``).
+    """
+    import asyncio
+    import os
+    import signal
+
+    from aiokafka import errors
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+    if getattr(GroupCoordinator, "_stream_rec_fence_guard", False):
+        return
+
+    class FencedInstanceIdError(errors.BrokerResponseError):
+        errno = FENCED_INSTANCE_ID
+        message = "FENCED_INSTANCE_ID"
+        description = "Another live member joined the group with this group.instance.id."
+
+    errors.kafka_errors.setdefault(FENCED_INSTANCE_ID, FencedInstanceIdError)
+    original = GroupCoordinator._do_rejoin_group
+    log = logging.getLogger(__name__)
+
+    async def holder_of(self: Any, instance: str) -> str | None:
+        """The member id that holds ``instance`` in the group now, or None."""
+        from aiokafka.protocol.admin import DescribeGroupsRequest
+
+        resp = await self._send_req(DescribeGroupsRequest([self.group_id]))
+        for group in resp.groups:
+            for member in group[5]:  # (error_code, group, state, type, protocol, members)
+                member_id = member[0]
+                rest = member_id.removeprefix(f"{instance}-")
+                if rest != member_id and len(rest) == 36:  # "<instance id>-<uuid>"
+                    return str(member_id)
+        return None
+
+    async def fenced(self: Any, instance: str, why: str) -> None:
+        if not getattr(self, "_stream_rec_fenced", False):
+            self._stream_rec_fenced = True
+            log.critical(
+                "another live worker joined the consumer group as %r (%s): this worker was "
+                "fenced and stops. Give every worker its own STREAM_REC_WORKER_ID.",
+                instance,
+                why,
+            )
+            os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(self._retry_backoff_ms / 1000)
+        msg = f"fenced: group.instance.id {instance!r} is held by another member"
+        raise errors.KafkaError(msg)
+
+    async def _do_rejoin_group(self: Any, subscription: Any) -> Any:
+        instance = self._group_instance_id
+        last = getattr(self, "_stream_rec_member_id", None)
+        if getattr(self, "_stream_rec_fenced", False):
+            await fenced(self, instance, "already fenced")
+        if instance and last and not self.member_id:
+            try:
+                holder = await holder_of(self, instance)
+            except errors.KafkaError as exc:
+                log.warning("could not check who holds %r before joining: %s", instance, exc)
+                holder = None
+            if holder is not None and holder != last:
+                await fenced(self, instance, f"now member {holder}, was {last}")
+        try:
+            ok = await original(self, subscription)
+        except errors.KafkaError as exc:
+            if instance and "FencedInstanceIdError" in str(exc):
+                await fenced(self, instance, "the join was answered FENCED_INSTANCE_ID")
+            raise
+        if ok and self.member_id:
+            self._stream_rec_member_id = self.member_id
+        return ok
+
+    GroupCoordinator._do_rejoin_group = _do_rejoin_group
+    GroupCoordinator._stream_rec_fence_guard = True
+
+
+def _fetch_committed_offsets_at_once() -> None:
+    """Ask for the committed offsets of every assigned partition at once, not one by one.
+
+    After each assignment Faust seeks the assigned partitions to their committed offsets;
+    aiokafka's ``seek_to_committed`` asks the coordinator for them one partition after the
+    other, one round trip each. A worker holds every input, changelog and assignor partition
+    of its share (21 with 4 partitions), so a restarted worker spent 1.5 s there before its
+    first event (measured on 2 shared vCPUs: "Seek stream partitions to committed offsets" to
+    the next log line). Here the requests go out together (``committed`` per partition, public
+    API, concurrently) and the seeks follow with ``seek``; the result is the same mapping.
+    Measured by ``stream-rec bench recovery`` (``recovery_s``).
+    """
+    import asyncio
+
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    if getattr(AIOKafkaConsumerThread, "_stream_rec_seek_guard", False):
+        return
+
+    async def seek_all(consumer: Any) -> dict[Any, int | None]:
+        partitions = sorted(consumer.assignment())
+        offsets = await asyncio.gather(*(consumer.committed(tp) for tp in partitions))
+        for tp, offset in zip(partitions, offsets, strict=True):
+            if offset and offset > 0:
+                consumer.seek(tp, offset)
+        return dict(zip(partitions, offsets, strict=True))
+
+    async def seek_to_committed(self: Any) -> Any:
+        return await self.call_thread(seek_all, self._ensure_consumer())
+
+    AIOKafkaConsumerThread.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
+    AIOKafkaConsumerThread._stream_rec_seek_guard = True  # type: ignore[attr-defined]
+
+
+def table_manager() -> type:
+    """Faust's table manager without the 1 s pause at its start.
+
+    ``TableManager.on_start`` sleeps a second so that tables declared late can register
+    before it subscribes their changelogs; the consumer joins the group only after that. Every
+    table of a worker is declared in ``create_app``, before the app starts, so the pause only
+    delays a (re)started worker's first event. Passed as Faust's ``TableManager`` setting.
+    """
+    from faust.tables import TableManager
+
+    class PromptTableManager(TableManager):
+        async def on_start(self) -> None:
+            if not self.should_stop:
+                await self._update_channels()
+                await self.recovery.start()
+
+    return PromptTableManager
+
+
+def _accept_a_static_members_earlier_url() -> None:
+    """Take back a static member's assignment even when the worker's web URL changed.
+
+    A static member that rejoins a stable group gets the assignment the group leader made for
+    the member it replaces, and Faust's assignor keeps the member's web URL in it (for its
+    router of table pages, off here): ``on_assignment`` asserts that URL is its own. A worker
+    restarted on another web port or host name (or a second worker that fenced the first)
+    failed that assert inside aiokafka's coordinator, which then stopped for good: the worker
+    never consumed again. Here a URL that differs is accepted when the partitions themselves
+    agree (the assignor has already taken the assignment in by then); the next rebalance
+    writes the new URL. Test: ``test_a_second_live_worker_with_the_same_id_fences_the_first``
+    (``tests/integration/test_recovery.py``), whose second worker has another port.
+    """
+    from faust.assignor.client_assignment import ClientMetadata
+    from faust.assignor.partition_assignor import PartitionAssignor
+
+    if getattr(PartitionAssignor, "_stream_rec_url_guard", False):
+        return
+    original = PartitionAssignor.on_assignment
+
+    def on_assignment(self: Any, assignment: Any) -> None:
+        try:
+            original(self, assignment)
+        except AssertionError:
+            metadata = ClientMetadata.loads(self._decompress(assignment.user_data))
+            same = sorted(assignment.assignment) == sorted(
+                self._assignment.kafka_protocol_assignment(self._table_manager)
+            )
+            if not same or metadata.url == str(self._url):
+                raise
+            logging.getLogger(__name__).info(
+                "static membership: took back the assignment made for %s (now %s)",
+                metadata.url,
+                self._url,
+            )
+
+    PartitionAssignor.on_assignment = on_assignment  # type: ignore[method-assign]
+    PartitionAssignor._stream_rec_url_guard = True

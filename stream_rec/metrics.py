@@ -28,6 +28,12 @@ class Metrics:
             "stream_rec_dead_letters", "Messages sent to dead letters", ["topic", "reason"],
             registry=r,
         )  # fmt: skip
+        self.events_forwarded = Counter(
+            "stream_rec_events_forwarded",
+            "Input events re-published on their key's partition (reason: partition = another "
+            "producer's partitioner put them elsewhere, unkeyed = re-keyed by user_id)",
+            ["topic", "reason"], registry=r,
+        )  # fmt: skip
         self.recommendations = Counter(
             "stream_rec_recommendations", "Recommendations published", registry=r
         )

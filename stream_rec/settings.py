@@ -39,6 +39,24 @@ class Settings(BaseSettings):
     app_id: str = Field(
         "stream-rec", description="Faust application id = Kafka consumer group of the workers."
     )
+    static_membership: bool = Field(
+        True,
+        description="Join the consumer group as a static member (Kafka group.instance.id, "
+        "KIP-345) named by STREAM_REC_WORKER_ID: a worker restarted within the session timeout "
+        "gets its partitions back at once, without a rebalance or waiting for its old "
+        "membership to expire. A stopped worker's partitions move to the others only after the "
+        "session timeout (10 s). Off = dynamic membership.",
+    )
+    worker_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="This worker's stable name in the consumer group (its group.instance.id): "
+        "the same across restarts of one worker, different for every worker that runs at the "
+        "same time (a live worker that another one with its name joins after is fenced and "
+        "stops). Unset = the host name and a digest of STREAM_REC_DATA_DIR.",
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="Kafka security protocol for every client."
     )

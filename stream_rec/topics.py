@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from stream_rec.settings import Settings
@@ -28,6 +29,16 @@ COMPACTED = {ITEMS, MODEL_UPDATES}
 CHANGELOG_TABLES = ("sessions", "rec_context")
 # Single-partition: strict order for every reader.
 SINGLE_PARTITION = {MODEL_UPDATES, METRICS, TRAINING_REQUESTS}
+
+
+@lru_cache(maxsize=65536)
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition of ``key`` among ``partitions`` under the pipeline's partitioner: murmur2,
+    as Kafka's Java clients, aiokafka and Faust place keys. A keyed input event elsewhere is
+    forwarded here by the workers (:mod:`stream_rec.agents.placement`)."""
+    from aiokafka.partitioner import murmur2
+
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 @dataclass(frozen=True)

@@ -2,15 +2,17 @@
 
 Two parts. The agent (one consumer group, so each item once) dead-letters invalid items. The
 catalogue itself is the compacted ``items`` topic: each worker reads all of its partitions from
-the beginning with a group-less consumer (``catalog_replica`` task) and upserts items into its
-scorer, in the scoring thread, so new items become scorable from their text (cold start).
+the beginning with a group-less consumer (``catalog_replica``) and upserts items into its
+scorer, so new items become scorable from their text (cold start). The replica starts with the
+app, and the worker joins the consumer group (takes behaviour partitions) only once it has
+caught up: a worker never scores against a catalogue it has not loaded yet.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from stream_rec.agents.common import limits, send_dead_letter
@@ -45,13 +47,18 @@ def register(pipeline: Pipeline) -> None:
             except InvalidEvent as exc:
                 await send_dead_letter(pipeline, event, exc)
 
-    @app.task
+    loaded = app.join_gate("catalogue")
+
+    @app.before_join
     async def catalog_replica() -> None:
-        await replicate_catalog(pipeline)
+        await replicate_catalog(pipeline, loaded.set)
 
 
-async def replicate_catalog(pipeline: Pipeline) -> None:
-    """Read the whole items topic into this worker's scorer, then follow it."""
+async def replicate_catalog(
+    pipeline: Pipeline, on_loaded: Callable[[], None] | None = None
+) -> None:
+    """Read the whole items topic into this worker's scorer, then follow it; ``on_loaded``
+    once the scorer holds every item that was in the topic when the replica started."""
     lim = limits(pipeline)
     loop = asyncio.get_running_loop()
 
@@ -79,5 +86,7 @@ async def replicate_catalog(pipeline: Pipeline) -> None:
     def caught_up() -> None:
         pipeline.catalog_caught_up = True
         log.info("catalogue loaded: %d items", pipeline.catalog_size)
+        if on_loaded is not None:
+            on_loaded()
 
     await follow_topic(pipeline.settings, pipeline.topics.items, on_records, caught_up)

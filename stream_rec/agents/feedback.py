@@ -9,7 +9,9 @@ trainer windows the examples (:mod:`stream_rec.training`).
 
 The same feedback also updates the feedback signals in the user's session
 (:mod:`stream_rec.core.signals`), which the score agent applies to that user's next
-recommendations at once.
+recommendations at once. Feedback on another partition than its user's (a producer with another
+partitioner) or without a key is first forwarded to the user's partition
+(:mod:`stream_rec.agents.placement`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from stream_rec.agents.common import limits, send_dead_letter
+from stream_rec.agents.placement import Placement
 from stream_rec.core.context import example, label_of, lookup
 from stream_rec.core.session import decode_session, encode_session
 from stream_rec.core.signals import kind_of, record
@@ -45,14 +48,21 @@ def register(pipeline: Pipeline) -> None:
     )
     sessions, rec_context = pipeline.tables.sessions, pipeline.tables.rec_context
     lim = limits(pipeline)
+    placement = Placement(pipeline, pipeline.topics.feedback, "feedback")
 
     async def handle(event: Any) -> None:
         """One feedback event: the training example, and the user's feedback signals."""
+        if placement.misplaced(event):  # another partitioner's placement: to the key's partition
+            await placement.forward(event)
+            return
         try:
             fb = decode_feedback(event.value, **lim)
             check_key(event.key, fb.user_id)
         except InvalidEvent as exc:
             await send_dead_letter(pipeline, event, exc)
+            return
+        if event.key is None:  # unkeyed: re-keyed, so its signals land in the user's session
+            await placement.forward(event, fb.user_id.encode())
             return
         metrics.events_in.labels(topic="feedback", event=fb.label).inc()
         key = fb.user_id.encode()

@@ -52,9 +52,13 @@ async def announce(producer: Any, topic: str, version: str, **fields: Any) -> No
 def register(pipeline: Pipeline) -> None:
     app = pipeline.app
 
-    @app.task
+    caught_up = app.join_gate("model announcements")
+
+    @app.before_join  # a restarted worker serves the announced version from its first event
     async def model_updates() -> None:
-        await follow_topic(pipeline.settings, pipeline.topics.model_updates, on_records)
+        await follow_topic(
+            pipeline.settings, pipeline.topics.model_updates, on_records, caught_up.set
+        )
 
     async def on_records(records: Sequence[Any]) -> None:
         latest = None

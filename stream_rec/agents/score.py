@@ -28,6 +28,7 @@ import msgpack
 from faust.streams import _current_event as _current_event_var
 
 from stream_rec.agents.common import limits, send_dead_letter
+from stream_rec.agents.placement import Placement
 from stream_rec.core.context import example, label_of, remember_many
 from stream_rec.core.session import Session, apply_event, decode_session, encode_session
 from stream_rec.core.signals import adjustments
@@ -118,6 +119,7 @@ def register(pipeline: Pipeline) -> None:
     sessions = pipeline.tables.sessions
     rec_context = pipeline.tables.rec_context
     lim = limits(pipeline)
+    placement = Placement(pipeline, pipeline.topics.behavior, "behavior")
 
     async def forget(key: bytes) -> None:
         """Delete the user's state everywhere (changelog tombstones) and tell the trainer."""
@@ -152,6 +154,10 @@ def register(pipeline: Pipeline) -> None:
     async def handle(event: Any, batch: Batch, clock: StageClock) -> Job | None:
         """Validate one event and apply it to its user's session; return the scoring job."""
         key: bytes | None = event.key
+        if placement.misplaced(event):  # another partitioner's placement: to the key's partition
+            batch.write()
+            await placement.forward(event)
+            return None
         if event.value is None:  # tombstone on a user key = forget that user
             if key:
                 batch.write()
@@ -169,7 +175,7 @@ def register(pipeline: Pipeline) -> None:
         if key is None:
             # Unkeyed producer: re-key so the user's state lives on the user's partition.
             batch.write()
-            await behavior.send(key=ev.user_id.encode(), value=event.value)
+            await placement.forward(event, ev.user_id.encode())
             metrics.events_in.labels(topic="behavior", event="rekeyed").inc()
             return None
         counted[ev.event].inc()
@@ -259,6 +265,9 @@ def register(pipeline: Pipeline) -> None:
                 await send_dead_letter(pipeline, job.source, err)
             return
         clock.lap("score")
+        jobs, results = await withhold_empty(pipeline, jobs, results)
+        if not jobs:
+            return
         now = time.time()
         version, codec = scorer.version, settings.output_codec
         values = [
@@ -293,6 +302,35 @@ def register(pipeline: Pipeline) -> None:
         for job in jobs:
             observe_e2e(max(0.0, now - job.event.ts))
         metrics.recommendations.inc(len(jobs))
+
+
+async def withhold_empty(
+    pipeline: Pipeline, jobs: Sequence[Job], results: Sequence[list[ScoredItem]]
+) -> tuple[list[Job], list[list[ScoredItem]]]:
+    """The jobs and results to publish: never an empty recommendation.
+
+    A score without items is a silent failure for the consumer, so its event is dead-lettered
+    instead (reason ``empty_recommendation``, counted in ``stream_rec_dead_letters_total``).
+    A worker joins the group only once its catalogue is loaded (``StreamRecApp.join_gate``),
+    so this happens only when nothing is left to recommend (an empty catalogue, or a user who
+    has already seen all of it).
+    """
+    if all(results):
+        return list(jobs), list(results)
+    keep_jobs, keep_results = [], []
+    scorer = pipeline.scorer.current
+    for job, items in zip(jobs, results, strict=True):
+        if items:
+            keep_jobs.append(job)
+            keep_results.append(items)
+            continue
+        why = (
+            f"{scorer.version} found no item to recommend (catalogue "
+            f"{pipeline.catalog_size} items, {len(job.request.exclude)} excluded for the user)"
+        )
+        log.warning("score_behavior: dead-lettering an empty recommendation: %s", why)
+        await send_dead_letter(pipeline, job.source, InvalidEvent("empty_recommendation", why))
+    return keep_jobs, keep_results
 
 
 def forget_marker(user_id: str) -> bytes:

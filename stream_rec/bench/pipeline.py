@@ -100,7 +100,7 @@ class Subject:
         return f"{self.settings.topic_prefix}recommendations"
 
 
-def _env(
+def worker_env(
     s: Settings, data_dir: Path, port: int, *, model: Path | None = None, set_model: bool = False
 ) -> dict[str, str]:
     """A worker's environment; with ``set_model`` its scorer is ``model`` (None: the fallback)
@@ -122,7 +122,7 @@ def _env(
     return env
 
 
-def _status(port: int) -> dict[str, Any] | None:
+def worker_status(port: int) -> dict[str, Any] | None:
     try:
         url = f"http://127.0.0.1:{port}/stream-rec/status"
         with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - our own worker
@@ -132,7 +132,7 @@ def _status(port: int) -> dict[str, Any] | None:
 
 
 def _ready(port: int) -> bool:
-    st = _status(port)
+    st = worker_status(port)
     return st is not None and bool(st["catalog_caught_up"]) and not st["rebalancing"]
 
 
@@ -141,7 +141,7 @@ def scrape_metrics(port: int) -> str:
         return str(r.read().decode())
 
 
-class _Proc:
+class WorkerProc:
     def __init__(self, args: list[str], env: dict[str, str], log: Path, port: int) -> None:
         self.log = log
         self.port = port
@@ -176,14 +176,14 @@ class _Workers:
     """``n`` worker processes of one subject (one group, separate data dirs and ports)."""
 
     def __init__(self, subject: Subject, work: Path, tag: str) -> None:
-        self.procs: list[_Proc] = []
+        self.procs: list[WorkerProc] = []
         for i in range(subject.workers):
             port = free_port()
             name = f"{subject.name}-{tag}-{i}"
             self.procs.append(
-                _Proc(
+                WorkerProc(
                     subject.command,
-                    _env(
+                    worker_env(
                         subject.settings,
                         work / f"{subject.name}-{i}",
                         port,
@@ -202,7 +202,7 @@ class _Workers:
         while time.monotonic() < deadline:
             for p in self.procs:
                 p.check()
-            sts = [_status(p.port) for p in self.procs]
+            sts = [worker_status(p.port) for p in self.procs]
             if all(
                 st and st["catalog_caught_up"] and not st["rebalancing"] and st["assignment"]
                 for st in sts

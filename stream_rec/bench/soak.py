@@ -35,7 +35,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from stream_rec.bench.pipeline import _env, _Proc
+from stream_rec.bench.pipeline import WorkerProc, worker_env
 from stream_rec.bench.report import print_and_save
 from stream_rec.client import kafka_producer
 from stream_rec.data.movielens import load_movielens
@@ -227,8 +227,8 @@ def run(
     asyncio.run(_produce_items(soak, ds))
     port = free_port()
     console.print(f"[bold]soak[/bold] {run_id}: starting a worker (log {work / 'worker.log'})…")
-    w = _Proc([sys.executable, "-m", "stream_rec", "worker"], _env(soak, work / "worker", port),
-              work / "worker.log", port)  # fmt: skip
+    env = worker_env(soak, work / "worker", port)
+    w = WorkerProc([sys.executable, "-m", "stream_rec", "worker"], env, work / "worker.log", port)
     try:
         w.wait_ready()
         warm_up_events = len(events) if warm_up else 0

@@ -14,7 +14,9 @@ the limits the workers use. A row that breaks the contract is left out and count
 dead-letter code a worker gives the same record); so are behaviour events whose item is not in
 the catalogue (``behavior:unknown_item``: the item tower needs the item's text), unkeyed
 behaviour messages (``behavior:unkeyed``: a worker re-publishes them keyed by user, and that
-copy is the one read) and messages whose key is not their ``user_id``
+copy is the one read), keyed messages on another partition than their key's under the
+pipeline's partitioner (``behavior:misplaced``: a producer with another partitioner; a worker
+forwards them, and that copy is the one read) and messages whose key is not their ``user_id``
 (``behavior:key_mismatch``). Every behaviour
 event type is an interaction (implicit feedback). A ``forget`` event or a tombstone on a user's
 key removes the user's interactions read before it (Kafka: earlier in the partition, the order
@@ -40,7 +42,7 @@ from stream_rec.data.frame import Dataset, DatasetError, Interaction, Item
 from stream_rec.schemas import Behavior, InvalidEvent, decode_behavior, decode_item
 from stream_rec.serving.scorer import CatalogItem
 from stream_rec.settings import Settings
-from stream_rec.topics import Topics, topic_partitions
+from stream_rec.topics import Topics, partition_for, topic_partitions
 
 Progress = Callable[[int, int], None]
 """Called with (messages read, messages to read) while a Kafka source is read."""
@@ -141,7 +143,7 @@ async def read_kafka(
         lim = _limits(settings)
         items = frame.ds.items
 
-        def on_item(key: bytes | None, value: bytes | None) -> None:
+        def on_item(key: bytes | None, value: bytes | None, _partition: int) -> None:
             if value is None:  # compaction tombstone: the item is deleted
                 if key is not None:
                     items.pop(key.decode(errors="replace"), None)
@@ -155,7 +157,12 @@ async def read_kafka(
                 return
             items[rec.item_id] = frame_item(rec.item_id, rec.title, rec.text, rec.attributes)
 
-        def on_behavior(key: bytes | None, value: bytes | None) -> None:
+        n_behavior = len(beh_tps)
+
+        def on_behavior(key: bytes | None, value: bytes | None, partition: int) -> None:
+            if key and partition != partition_for(key, n_behavior):
+                frame.bad("misplaced")  # a worker forwards it to its key's partition: read there
+                return
             if value is None:
                 if key:  # tombstone on a user key = forget that user
                     frame.forget(key.decode(errors="replace"))
@@ -196,7 +203,7 @@ async def _drain(
     tps: list[Any],
     starts: dict[Any, int],
     ends: dict[Any, int],
-    on_record: Callable[[bytes | None, bytes | None], None],
+    on_record: Callable[[bytes | None, bytes | None, int], None],
     tick: Callable[[int], None],
 ) -> None:
     """Read ``tps`` from ``starts`` up to (not including) ``ends``, in offset order."""
@@ -213,7 +220,7 @@ async def _drain(
         for tp, records in batches.items():
             for r in records:
                 if r.offset < ends[tp]:
-                    on_record(r.key, r.value)
+                    on_record(r.key, r.value, r.partition)
         moved = 0
         for tp in list(todo):
             # the position also moves past offsets without a record (compaction, markers)

@@ -284,6 +284,23 @@ def behavior(user: str, item: str, ts: float | None = None, event: str = "view")
     ).encode()
 
 
+def metric(w: WorkerProc, name: str, **labels: str) -> float:
+    """One sample of the worker's /metrics (0 when absent or the worker does not answer)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        code, body = w.get("/metrics")
+    except Exception:  # noqa: BLE001 - not up, or gone
+        return 0.0
+    if code != 200:
+        return 0.0
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
 Factory = Callable[..., WorkerProc]
 T = TypeVar("T")
 

@@ -13,10 +13,22 @@ import pytest
 from stream_rec.data.sources import load_kafka
 from stream_rec.eval.protocol import make_split
 from stream_rec.ops.replay import replay
+from stream_rec.topics import partition_for
 from tests.integration.conftest import Pipeline, behavior
 from tests.model_fixtures import planted_dataset
 
 pytestmark = pytest.mark.integration
+
+
+async def produce_at(p: Pipeline, short: str, key: bytes, value: bytes, partition: int) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    prod = AIOKafkaProducer(bootstrap_servers=p.settings.bootstrap_list)
+    await prod.start()
+    try:
+        await prod.send_and_wait(p.topic(short), value, key=key, partition=partition)
+    finally:
+        await prod.stop()
 
 
 def test_replayed_dataset_reads_back_as_the_same_frame(pipeline: Pipeline) -> None:
@@ -34,6 +46,10 @@ def test_replayed_dataset_reads_back_as_the_same_frame(pipeline: Pipeline) -> No
         ],
     )  # fmt: skip
     pipeline.produce("items", [(b"7", b'{"item_id": "7", "title": 5, "ts": 1}')])
+    # on another partition than its key's (another producer's partitioner): a worker forwards
+    # it to the key's partition, and that copy is the one a reader takes
+    wrong = (partition_for(b"u4", pipeline.partitions) + 1) % pipeline.partitions
+    asyncio.run(produce_at(pipeline, "behavior", b"u4", behavior("u4", "1", now), wrong))
 
     back = load_kafka(pipeline.settings)
 
@@ -43,6 +59,7 @@ def test_replayed_dataset_reads_back_as_the_same_frame(pipeline: Pipeline) -> No
     assert (a.item_ids, a.user_ids, a.histories) == (b.item_ids, b.user_ids, b.histories)
     assert back.bad_rows == {
         "behavior:unkeyed": 1,
+        "behavior:misplaced": 1,
         "behavior:invalid_field": 1,
         "behavior:oversized": 1,
         "items:invalid_field": 1,
