@@ -23,6 +23,9 @@ def test_model_bench_reports_latency_and_throughput(exported_version: Path) -> N
     assert set(report["throughput_users_per_s"]) == {"batch_1", "batch_32", "batch_256"}
     assert report["throughput_users_per_s"]["batch_32"]["ort_fp32_over_torch"] > 0
     assert report["hardware"]["logical_cpus"]
+    rr = report["rerank"]
+    assert rr["single_event"]["p99_ms"] > 0 and rr["pool"] == 50
+    assert (rr["diversity"], rr["long_tail"]) == (0.3, 0.3)  # both off here: measured at 0.3
     json.dumps(report)
 
 
