@@ -5,8 +5,9 @@ rerank`) of the leave-one-out test stage (:mod:`stream_rec.eval.protocol`):
 
 * **coverage@10** — distinct items over all lists / catalogue size;
 * **long-tail share of slots** — share of list slots given to items outside the head (the 20 %
-  most popular items by training interactions, ties by item index), beside the **tail's share
-  of interactions** (of those same training interactions);
+  most popular items by training interactions, ties by item index:
+  :func:`~stream_rec.serving.rerank.head_items`, the head the re-ranker penalises), beside the
+  **tail's share of interactions** (of those same training interactions);
 * **intra-list diversity** — per list, the mean pairwise cosine distance (1 - cos) of the
   items' text vectors (the frozen sentence encoder's, not the model's), averaged over lists;
   and the mean number of distinct genres (attribute ``genres``, ``|``-separated) per list;
@@ -30,20 +31,11 @@ import numpy as np
 
 from stream_rec.data.frame import Dataset
 from stream_rec.eval.protocol import LeaveOneOut, Ranker, list_ranks, metrics_from_ranks
+from stream_rec.serving.rerank import head_items
 
-HEAD_SHARE = 0.2
 LIST_K = 10
 NEXT_N = 10
 CHRONO_QUANTILE = 0.8
-
-
-def head_items(counts: np.ndarray, share: float = HEAD_SHARE) -> np.ndarray:
-    """Mask of the ``share`` most popular items (ceil of share x catalogue; ties by index)."""
-    c = np.asarray(counts, dtype=np.float64)
-    n_head = int(np.ceil(share * len(c)))
-    head = np.zeros(len(c), dtype=bool)
-    head[np.argsort(-c, kind="stable")[:n_head]] = True
-    return head
 
 
 def coverage(lists: np.ndarray, n_items: int) -> float:
@@ -218,7 +210,7 @@ def score_exposure(
 
 
 DIVERSITY_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
-LONG_TAIL_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+LONG_TAIL_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 NDCG_BUDGET = 0.02  # relative NDCG@10 a default may cost
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from stream_rec.model import registry
 from stream_rec.model.neighbours import STANDARDISE_EPS, BlendParams, Neighbours
-from stream_rec.serving.rerank import RerankParams, head_weights, pool_size, rerank
+from stream_rec.serving.rerank import HeadCache, RerankParams, pool_size, rerank
 from stream_rec.serving.scorer import CatalogItem, ScoredItem, ScoreRequest
 from stream_rec.settings import Settings
 
@@ -302,6 +302,7 @@ class OnnxScorer:
         )
         self.neighbours = Neighbours.load(self.dir)
         self.rerank_params = RerankParams.from_settings(settings)
+        self._head = HeadCache()
         self._norm_items, self._item_feeds = self._derived(self.items, self.id_part)
         self.set_blend(BlendParams.from_config(cfg["model"]))
 
@@ -521,14 +522,14 @@ class OnnxScorer:
     def _rerank(
         self, top: np.ndarray, vals: np.ndarray, cat: _Catalogue, k: int
     ) -> tuple[np.ndarray, np.ndarray, int]:
-        pos = rerank(top, vals, cat.norm, head_weights(cat.pop), k, self.rerank_params)
+        pos = rerank(top, vals, cat.norm, self._head.get(cat.pop), k, self.rerank_params)
         return np.take_along_axis(top, pos, 1), np.take_along_axis(vals, pos, 1), pos.shape[1]
 
     def rerank_inputs(self) -> tuple[np.ndarray, np.ndarray]:
         """What the re-ranker reads of the catalogue, in catalogue order: unit item vectors and
-        head weights (:func:`~stream_rec.serving.rerank.head_weights` of log popularity)."""
+        head weights (1 for the head, :func:`~stream_rec.serving.rerank.head_items`)."""
         cat = self._snapshot()
-        return cat.norm, head_weights(cat.pop)
+        return cat.norm, self._head.get(cat.pop)
 
 
 class _Catalogue(NamedTuple):

@@ -20,9 +20,9 @@ import numpy as np
 
 from stream_rec.serving.rerank import (
     ATTR_DIM,
+    HeadCache,
     RerankParams,
     attribute_vector,
-    head_weights,
     rerank,
 )
 from stream_rec.serving.scorer import CatalogItem, ScoredItem, ScoreRequest
@@ -42,6 +42,8 @@ class PopularityCooccurrenceScorer:
         self._rerank = rerank or RerankParams()
         # Item vectors of the re-ranker's diversity: the items' attributes, hashed (no model).
         self._attr = np.zeros((0, ATTR_DIM), dtype=np.float32)
+        self._head = HeadCache()
+        self._head_stale = True  # counts changed since the head was computed
         self._titles: dict[str, str] = {}
         self._pop: Counter[str] = Counter()
         self._pop_total = 0
@@ -86,7 +88,7 @@ class PopularityCooccurrenceScorer:
                 by_id = sorted(range(len(self._ids)), key=self._ids.__getitem__)
                 self._id_rank = np.empty(len(self._ids), dtype=np.int64)
                 self._id_rank[by_id] = np.arange(len(self._ids))
-                self._pop_stale = True
+                self._pop_stale = self._head_stale = True
             if vecs:
                 attr = np.zeros((len(self._ids), ATTR_DIM), np.float32)
                 attr[: len(self._attr)] = self._attr
@@ -103,7 +105,7 @@ class PopularityCooccurrenceScorer:
             row = self._index.get(item_id)
             if row is not None:
                 self._counts[row] += 1
-                self._pop_stale = True
+                self._pop_stale = self._head_stale = True
             for prev in history[-_WINDOW:]:
                 if prev == item_id:
                     continue
@@ -136,7 +138,8 @@ class PopularityCooccurrenceScorer:
         for row, items in enumerate(pools):
             cand[row, : len(items)] = [self._index[x.item_id] for x in items]
             rel[row, : len(items)] = -np.arange(len(items), dtype=np.float32)
-        head = head_weights(np.log1p(self._counts))
+        head = self._head.get(self._counts, self._head_stale)
+        self._head_stale = False
         pos = rerank(cand, rel, self._attr, head, k, self._rerank)
         return [
             [items[j] for j in row if j < len(items)]

@@ -11,9 +11,10 @@ from stream_rec.eval.protocol import rank_topk
 from stream_rec.model.runtime import OnnxScorer
 from stream_rec.serving.fallback import PopularityCooccurrenceScorer
 from stream_rec.serving.rerank import (
+    HeadCache,
     RerankParams,
     attribute_vector,
-    head_weights,
+    head_items,
     pool_size,
     rerank,
     top_reranked,
@@ -60,7 +61,7 @@ def test_matches_the_reference_mmr_on_random_pools() -> None:
     rng = np.random.default_rng(0)
     n, p, k = 40, 12, 6
     unit = unit_rows(rng.normal(size=(n, 8)))
-    head = head_weights(np.log1p(rng.integers(0, 100, size=n)))
+    head = head_items(rng.integers(0, 100, size=n)).astype(np.float32)
     for d, t in ((0.3, 0.0), (0.0, 0.7), (0.4, 0.5), (0.9, 1.0)):
         cand = np.stack([rng.choice(n, size=p, replace=False) for _ in range(5)])
         rel = np.sort(rng.normal(size=(5, p)), axis=1)[:, ::-1].astype(np.float32)
@@ -83,7 +84,7 @@ def test_diversity_passes_over_a_near_duplicate() -> None:
 def test_long_tail_lifts_an_unpopular_item() -> None:
     cand = np.array([[0, 1, 2]])
     rel = np.array([[1.0, 0.9, 0.0]])
-    head = head_weights(np.log1p(np.array([1000.0, 2.0, 50.0])))
+    head = head_items(np.array([1000.0, 2.0, 50.0])).astype(np.float32)  # the first alone
     unit = np.eye(3, dtype=np.float32)
     assert rerank(cand, rel, unit, head, 3, RerankParams(long_tail=0.05)).tolist() == [[0, 1, 2]]
     assert rerank(cand, rel, unit, head, 3, RerankParams(long_tail=0.5)).tolist() == [[1, 0, 2]]
@@ -98,10 +99,17 @@ def test_non_candidates_come_last_and_no_slot_repeats() -> None:
     assert sorted(pos[0].tolist()) == [0, 1, 2, 3]
 
 
-def test_head_weights() -> None:
-    assert head_weights(np.array([0.0, 2.0, 4.0])).tolist() == [0.0, 0.5, 1.0]
-    assert head_weights(np.zeros(3)).tolist() == [0.0, 0.0, 0.0]
-    assert head_weights(np.zeros(0)).shape == (0,)
+def test_head_items() -> None:
+    assert head_items(np.array([0.0, 2.0, 4.0])).tolist() == [False, False, True]
+    assert head_items(np.array([3.0, 1.0, 3.0, 0.0]), 0.5).tolist() == [True, False, True, False]
+    assert not head_items(np.zeros(3)).any()  # nobody interacted yet: no head
+    assert head_items(np.zeros(0)).shape == (0,)
+    cache = HeadCache()
+    counts = np.array([5.0, 1.0, 0.0, 0.0, 0.0])
+    assert cache.get(counts).tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]
+    counts[1] = 9.0  # changed in place: only a stale flag tells
+    assert cache.get(counts)[0] == 1.0
+    assert cache.get(counts, stale=True).tolist() == [0.0, 1.0, 0.0, 0.0, 0.0]
 
 
 def test_attribute_vectors() -> None:
@@ -167,7 +175,7 @@ def test_fallback_reranks_its_candidate_list() -> None:
 def test_fallback_long_tail_and_short_catalogue() -> None:
     s = fallback(RerankParams(long_tail=2.0))
     got = [x.item_id for x in s.score([ScoreRequest("x", ["A"])], 3)[0]]
-    assert got[0] != "B"  # the most watched item loses its first place
+    assert got == ["C", "D", "E"]  # B, the head (the top 20 % of 5 items), goes last
     assert len(set(got)) == 3
     assert [len(x) for x in s.score([ScoreRequest("x", ["A", "B", "C"])], 10)] == [2]
     assert PopularityCooccurrenceScorer(rerank=RerankParams(0.5)).score(

@@ -88,7 +88,7 @@ def test_train_from_a_jsonl_file(tmp_path: Path, tiny_encoder_dir: Path) -> None
     exposure = json.loads(ev.read_text())["exposure"]
     assert (exposure["diversity"], exposure["long_tail"]) == (0.3, 0.5)
     assert exposure["chrono_in_sample"] and exposure["chrono_users"] > 0
-    assert len(exposure["sweep"]) == 30
+    assert len(exposure["sweep"]) == 36
     plain = next(r for r in exposure["sweep"] if r["diversity"] == r["long_tail"] == 0.0)
     assert exposure["not_reranked"] == {k: v for k, v in plain.items() if k in exposure["served"]}
     reranked = next(r for r in exposure["sweep"] if (r["diversity"], r["long_tail"]) == (0.3, 0.5))
