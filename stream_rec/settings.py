@@ -150,7 +150,7 @@ class Settings(BaseSettings):
 
     # --- re-ranking (stream_rec.serving.rerank) ----------------------------------------------
     diversity: float = Field(
-        0.0,
+        0.4,
         ge=0,
         le=1,
         description="Maximal marginal relevance over the scorer's item vectors: each slot "
@@ -158,11 +158,12 @@ class Settings(BaseSettings):
         "items already listed; 0 = off.",
     )
     long_tail: float = Field(
-        0.0,
+        0.2,
         ge=0,
         le=10,
         description="Long-tail exposure: a candidate's relevance (scaled to [0, 1] in its pool) "
-        "loses this x its log popularity over the catalogue's largest; 0 = off.",
+        "loses this when the item is in the head (the 20 % most popular items of the "
+        "catalogue); 0 = off.",
     )
     rerank_pool: int = Field(
         50,

@@ -7,9 +7,8 @@ numpy over the whole micro-batch at once, no Faust.
 * **Long tail.** Each candidate's relevance (min-max scaled to [0, 1] within its pool) loses
   ``long_tail`` when the item is in the head: the ``HEAD_SHARE`` (20 %) most popular items of
   the catalogue (:func:`head_items`, the same head the offline figures use). A penalty on
-  head membership, not on popularity itself, leaves the order within the head and within the
-  tail to the scorer: on MovieLens-100K it moved the slots to the tail at a fraction of the
-  accuracy a log-popularity penalty cost (docs/model-report.md).
+  head membership, not on popularity itself, moves slots from the head to the tail and leaves
+  the order within each of them to the scorer.
 * **Diversity.** Maximal marginal relevance (Carbonell & Goldstein, 1998): the list is built
   greedily, each slot taking the candidate that maximises
   ``(1 - diversity) * relevance - diversity * max cosine to the items already chosen``
