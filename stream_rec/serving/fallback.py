@@ -40,7 +40,8 @@ class PopularityCooccurrenceScorer:
     ) -> None:
         self._version = version
         self._rerank = rerank or RerankParams()
-        # Item vectors of the re-ranker's diversity: the items' attributes, hashed (no model).
+        # Item vectors of the re-ranker's diversity: the items' attributes, hashed (no model);
+        # kept only while diversity is on (catalogue x ATTR_DIM floats).
         self._attr = np.zeros((0, ATTR_DIM), dtype=np.float32)
         self._head = HeadCache()
         self._head_stale = True  # counts changed since the head was computed
@@ -76,7 +77,8 @@ class PopularityCooccurrenceScorer:
             vecs: dict[str, np.ndarray] = {}
             for it in items:
                 self._titles[it.item_id] = it.title
-                vecs[it.item_id] = attribute_vector(it.attributes)
+                if self._rerank.diversity > 0:
+                    vecs[it.item_id] = attribute_vector(it.attributes)
                 if it.item_id not in self._index:
                     self._index[it.item_id] = len(self._ids)
                     self._ids.append(it.item_id)
@@ -140,7 +142,7 @@ class PopularityCooccurrenceScorer:
             rel[row, : len(items)] = -np.arange(len(items), dtype=np.float32)
         head = self._head.get(self._counts, self._head_stale)
         self._head_stale = False
-        pos = rerank(cand, rel, self._attr, head, k, self._rerank)
+        pos = rerank(cand, rel, self._attr, head, k, self._rerank)  # no vectors read at 0
         return [
             [items[j] for j in row if j < len(items)]
             for items, row in zip(pools, pos.tolist(), strict=True)
