@@ -26,6 +26,7 @@ from stream_rec import compat
 from stream_rec.core.session import decode_session
 from stream_rec.metrics import Metrics
 from stream_rec.serving.fallback import PopularityCooccurrenceScorer
+from stream_rec.serving.rerank import RerankParams
 from stream_rec.serving.scorer import CatalogItem, Scorer, serving_state
 from stream_rec.settings import ConfigError, Settings
 from stream_rec.tables import Tables, create_tables
@@ -88,7 +89,7 @@ def load_scorer(settings: Settings) -> Scorer:
     """
     if settings.model_path is None:
         log.warning("STREAM_REC_MODEL_PATH is not set: serving the fallback scorer only")
-        return PopularityCooccurrenceScorer()
+        return PopularityCooccurrenceScorer(rerank=RerankParams.from_settings(settings))
     from stream_rec.model import registry
 
     root = Path(settings.model_path)
@@ -110,7 +111,7 @@ def load_scorer(settings: Settings) -> Scorer:
         from stream_rec.model.runtime import choose_providers
 
         choose_providers(settings.device)
-        return PopularityCooccurrenceScorer()
+        return PopularityCooccurrenceScorer(rerank=RerankParams.from_settings(settings))
     from stream_rec.model.runtime import OnnxScorer
 
     try:

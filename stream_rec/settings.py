@@ -185,6 +185,30 @@ class Settings(BaseSettings):
         "unreachable) exits at once; uncommitted events are re-processed by the next owner.",
     )
 
+    # --- re-ranking (stream_rec.serving.rerank) ----------------------------------------------
+    diversity: float = Field(
+        0.4,
+        ge=0,
+        le=1,
+        description="Maximal marginal relevance over the scorer's item vectors: each slot "
+        "takes the candidate maximising (1 - d) x relevance - d x its largest cosine to the "
+        "items already listed; 0 = off.",
+    )
+    long_tail: float = Field(
+        0.2,
+        ge=0,
+        le=10,
+        description="Long-tail exposure: a candidate's relevance (scaled to [0, 1] in its pool) "
+        "loses this when the item is in the head (the 20 % most popular items of the "
+        "catalogue); 0 = off.",
+    )
+    rerank_pool: int = Field(
+        50,
+        ge=1,
+        le=1000,
+        description="Candidates (best by score) the re-ranker chooses the top-k from.",
+    )
+
     # --- feedback signals (per user, applied at once) ------------------------------------------
     feedback_signals: bool = Field(
         True,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from stream_rec.model.runtime import OnnxScorer
     from stream_rec.settings import Settings
 
 
@@ -129,6 +130,7 @@ def run_model_bench(
 
     single["torch_eager"] = _lat(_timeit(torch_one, events))
     report["single_event"] = single
+    report["rerank"] = bench_rerank(ort_main, hist_raw, k, events)
     # batch throughput: users scored per second over the whole catalogue. The contenders take
     # turns, a few calls each per round, so a drift in the machine's speed (a shared VM's is
     # large) reaches them all alike; each figure is the median over all its calls.
@@ -163,6 +165,48 @@ def run_model_bench(
     if train_epochs > 0:
         report["train_bench"] = bench_training(settings, train_epochs, threads)
     return report
+
+
+def bench_rerank(
+    scorer: OnnxScorer, hist_raw: list[list[str]], k: int, events: int
+) -> dict[str, Any]:
+    """The re-ranker's own cost per event (stream_rec.serving.rerank, the scorer's settings;
+    with both knobs at 0 the defaults' cost is measured with diversity and long tail at 0.3):
+    one call on one request's candidate pool, and per event within a call on 64 requests'
+    pools — the pools are the scorer's real ones for ``hist_raw`` (seen items out)."""
+    from dataclasses import replace
+
+    from stream_rec.serving.rerank import rerank
+
+    params = scorer.rerank_params
+    if not params.on:
+        params = replace(params, diversity=0.3, long_tail=0.3)
+    unit, head = scorer.rerank_inputs()
+    scores = scorer.score_matrix(hist_raw)
+    for row, h in enumerate(hist_raw):
+        scores[row, [scorer.index[i] for i in h]] = -np.inf
+    top = np.argsort(-scores, axis=1, kind="stable")[:, : params.pool]
+    vals = np.take_along_axis(scores, top, axis=1)
+    n = len(hist_raw)
+    j = iter(range(10**9))
+
+    def one() -> object:
+        i = next(j) % n
+        return rerank(top[i : i + 1], vals[i : i + 1], unit, head, k, params)
+
+    b = min(64, n)
+
+    def batch() -> object:
+        i = next(j) % (n - b + 1)
+        return rerank(top[i : i + b], vals[i : i + b], unit, head, k, params)
+
+    return {
+        "diversity": params.diversity,
+        "long_tail": params.long_tail,
+        "pool": params.pool,
+        "single_event": _lat(_timeit(one, events)),
+        f"per_event_in_batch_{b}": _lat(_timeit(batch, max(1, events // 10)) / b),
+    }
 
 
 def bench_training(settings: Settings, epochs: int, threads: int) -> dict[str, Any]:

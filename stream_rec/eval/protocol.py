@@ -15,7 +15,7 @@ catalogue and in user histories, exactly as a new item would appear in the strea
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -165,6 +165,15 @@ def target_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return ahead.sum(axis=1)
 
 
+def list_ranks(top: np.ndarray, scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """0-based rank of each row's target in its served list ``top`` [B, L] (re-ranked); a
+    target outside the list ranks at L or below (its place in the full ranking ``scores``, if
+    lower): every metric reads only the first L places (L ≥ 20)."""
+    full = target_ranks(scores, targets)
+    hit = np.asarray(top) == targets[:, None]
+    return np.where(hit.any(axis=1), hit.argmax(axis=1), np.maximum(full, top.shape[1]))
+
+
 def stage_scores(
     ranker: Ranker, split: LeaveOneOut, stage: Stage, batch_size: int = 256
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list[int]]]:
@@ -192,9 +201,12 @@ def evaluate(
     users: Sequence[int] | None = None,
     batch_size: int = 256,
     dump_k: int = 0,
+    rerank: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[Metrics, list[list[int]]]:
     """Rank all items for each user; return metrics over ``users`` (default all with a target)
-    and, when ``dump_k`` > 0, the top-``dump_k`` item indices of *every* user."""
+    and, when ``dump_k`` > 0, the top-``dump_k`` item indices of *every* user. ``rerank``
+    (seen items at -inf → each row's served list of ≥ max(20, ``dump_k``) item indices) puts
+    the serving re-ranker between the scores and the metrics (:func:`list_ranks`)."""
     all_users = [u for u in range(len(split.user_ids)) if split.target(u, stage) >= 0]
     wanted = set(all_users if users is None else users)
     todo = all_users if dump_k else [u for u in all_users if u in wanted]
@@ -207,12 +219,17 @@ def evaluate(
         for row, h in enumerate(hists):
             if h:
                 scores[row, np.asarray(h, dtype=np.int64)] = -np.inf
+        served = None if rerank is None else rerank(scores)
         keep = [row for row, u in enumerate(chunk) if u in wanted]
         if keep:
             targets = np.array([split.target(chunk[row], stage) for row in keep], dtype=np.int64)
-            ranks.extend(int(r) for r in target_ranks(scores[keep], targets))
+            if served is None:
+                ranks.extend(int(r) for r in target_ranks(scores[keep], targets))
+            else:
+                ranks.extend(int(r) for r in list_ranks(served[keep], scores[keep], targets))
         if dump_k:
-            for row, top in enumerate(rank_topk(scores, dump_k)):
+            lists = rank_topk(scores, dump_k) if served is None else served[:, :dump_k]
+            for row, top in enumerate(lists):
                 dumps.append([int(i) for i in top if np.isfinite(scores[row, i])])
     return metrics_from_ranks(ranks), dumps
 

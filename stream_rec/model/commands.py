@@ -292,9 +292,23 @@ def eval_command(
     max_history: Annotated[
         int | None, typer.Option(help="Items of history read (default: the model's max_len).")
     ] = None,
+    diversity: Annotated[
+        float | None,
+        typer.Option(help="Re-ranker's diversity (MMR), 0-1; unset = STREAM_REC_DIVERSITY."),
+    ] = None,
+    long_tail: Annotated[
+        float | None,
+        typer.Option(help="Re-ranker's long-tail penalty; unset = STREAM_REC_LONG_TAIL."),
+    ] = None,
+    sweep: Annotated[
+        bool,
+        typer.Option(help="Also print the trade-off of a grid of both re-ranking knobs."),
+    ] = False,
     out_json: Annotated[Path | None, typer.Option(help="Write the metrics here.")] = None,
 ) -> None:
-    """Offline evaluation (leave-one-out, full ranking) of the served ONNX model and baselines."""
+    """Offline evaluation (leave-one-out, full ranking) of the served ONNX model (re-ranked as
+    served) and baselines, and what the served lists expose: coverage, long tail, diversity,
+    precision@10 on a chronological split (stream_rec.eval.beyond)."""
     _offline()
     from stream_rec.data.frame import DatasetError
     from stream_rec.eval.protocol import evaluate, write_topk
@@ -305,6 +319,8 @@ def eval_command(
     from stream_rec.settings import load_settings
 
     settings = load_settings()
+    overrides = {"diversity": diversity, "long_tail": long_tail}
+    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     ds = load_frame(source, items, since)
     try:
         prepared = prepare(settings, ds, cold_items, seed)
@@ -328,6 +344,12 @@ def eval_command(
             version_dir, settings, precision=precision, max_history=max_history or 10**9
         )
         ranker = OnnxRanker(scorer, split)
+        served = _served_lists(scorer, ranker)
+        params = scorer.rerank_params
+        rerank = None
+        if params.on:
+            depth = max(20, k if dump_topk else 0)
+            rerank = lambda s: served(params.diversity, params.long_tail)(s, depth)  # noqa: E731
         users = cold_users if cold_users is not None and not dump_topk else None
         n = (
             len(users)
@@ -336,20 +358,133 @@ def eval_command(
         )
         with bar(f"ranking the catalogue for {n} users", n) as advance:
             metrics, top = evaluate(
-                _Counted(ranker, advance), split, "test", cold_users, dump_k=k if dump_topk else 0
-            )
-        rows[f"two-tower {scorer.version}"] = metrics.as_dict()
+                _Counted(ranker, advance), split, "test", cold_users,
+                dump_k=k if dump_topk else 0, rerank=rerank,
+            )  # fmt: skip
+        name = f"two-tower {scorer.version}"
+        rows[name] = metrics.as_dict()
         if dump_topk:
             write_topk(dump_topk, split, top, "test")
             console.print(f"top-{k} of every user written to {dump_topk}")
+        exposure = _exposure(
+            ranker, prepared, reg.read_manifest(version_dir), served, params, sweep
+        )
     if baselines:
         rows.update({n: m.as_dict() for n, m in baseline_metrics(split, cold_users).items()})
     title = "Test, leave-one-out protocol" + (
         f" — users whose target is held out ({len(cold_users or [])})" if split.cold else ""
     )
     _print_table(_metrics_table(title, rows))
+    if model is not None:
+        _print_exposure(exposure)
     if out_json:
-        out_json.write_text(json.dumps(rows, indent=2))
+        report: dict[str, Any] = dict(rows)
+        if model is not None:
+            report["exposure"] = exposure
+        out_json.write_text(json.dumps(report, indent=2))
+
+
+def _served_lists(scorer: Any, ranker: Any) -> Any:
+    """(diversity, long tail) → masked split-order scores, k → the served lists: the
+    serving re-ranker over the scorer's item vectors and popularity, in split order."""
+    from dataclasses import replace
+
+    from stream_rec.serving.rerank import top_reranked
+
+    unit, head = scorer.rerank_inputs()
+    unit, head = unit[ranker.cols], head[ranker.cols]
+
+    def served(d: float, t: float) -> Any:
+        params = replace(scorer.rerank_params, diversity=d, long_tail=t)
+        return lambda s, k: top_reranked(s, unit, head, k, params)
+
+    return served
+
+
+def _exposure(
+    ranker: Any, prepared: Any, manifest: dict[str, Any], served: Any, params: Any, sweep: bool
+) -> dict[str, Any]:
+    """The served lists' figures (stream_rec.eval.beyond), with the sweep when asked."""
+    from stream_rec.eval import beyond
+
+    cutoff = manifest.get("train_until_ts")
+    exposed = beyond.score_exposure(
+        ranker, prepared.split, prepared.dataset, prepared.text_vectors, cutoff
+    )
+    out: dict[str, Any] = {
+        "diversity": params.diversity,
+        "long_tail": params.long_tail,
+        "pool": params.pool,
+        "chrono_cutoff": exposed.chrono.cutoff,
+        "chrono_users": len(exposed.chrono.histories),
+        "chrono_in_sample": cutoff is None,
+        "served": exposed.figures(served(params.diversity, params.long_tail)).as_dict(),
+    }
+    if params.on:
+        out["not_reranked"] = exposed.figures(served(0.0, 0.0)).as_dict()
+    if sweep:
+        rows = beyond.sweep(exposed, served)
+        out["sweep"] = [{"diversity": d, "long_tail": t, **e.as_dict()} for d, t, e in rows]
+        best = beyond.pick(rows)
+        out["pick"] = None if best is None else {"diversity": best[0], "long_tail": best[1]}
+    return out
+
+
+_EXPOSURE_COLS = (
+    ("HR@10", "hr10"),
+    ("NDCG@10", "ndcg10"),
+    ("coverage@10", "coverage10"),
+    ("tail slots", "tail_slots"),
+    ("tail inter.", "tail_interactions"),
+    ("ILD", "ild"),
+    ("genres", "genres"),
+    ("P@10 chrono", "precision10"),
+)
+
+
+def _exposure_table(title: str, rows: list[tuple[str, str, dict[str, float]]]) -> Table:
+    table = Table(title=title)
+    table.add_column("diversity")
+    table.add_column("long tail")
+    for col, _ in _EXPOSURE_COLS:
+        table.add_column(col)
+    for d, t, m in rows:
+        table.add_row(d, t, *(f"{m[key]:.4f}" for _, key in _EXPOSURE_COLS))
+    return table
+
+
+def _print_exposure(exposure: dict[str, Any]) -> None:
+    rows = [(str(exposure["diversity"]), str(exposure["long_tail"]), exposure["served"])]
+    if "not_reranked" in exposure:
+        rows.append(("0.0", "0.0", exposure["not_reranked"]))
+    _print_table(_exposure_table("Served top-10 (all test users; stream_rec.eval.beyond)", rows))
+    how = (
+        "in sample: the model was trained on all data; train with --until-quantile for an "
+        "out-of-sample figure"
+        if exposure["chrono_in_sample"]
+        else "the model's training cutoff"
+    )
+    console.print(
+        f"P@10 chrono: {exposure['chrono_users']} users, cutoff ts {exposure['chrono_cutoff']:.0f}"
+        f" ({how}); tail = items outside the 20 % most popular; ILD = mean pairwise cosine "
+        "distance of item text vectors; pool of the re-ranker: "
+        f"{exposure['pool']}",
+        soft_wrap=True,
+    )
+    if "sweep" in exposure:
+        rows = [(str(r["diversity"]), str(r["long_tail"]), r) for r in exposure["sweep"]]
+        _print_table(_exposure_table("Re-ranking sweep", rows))
+        best = exposure["pick"]
+        console.print(
+            "pick (NDCG@10 within 2 % of no re-ranking, tail slots ≥ tail interactions, then "
+            "the highest ILD): "
+            + (
+                "none"
+                if best is None
+                else f"diversity {best['diversity']}, long tail {best['long_tail']}"
+            ),
+            soft_wrap=True,
+        )
 
 
 def bench_model_command(

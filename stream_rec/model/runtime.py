@@ -21,6 +21,7 @@ import numpy as np
 
 from stream_rec.model import registry
 from stream_rec.model.neighbours import STANDARDISE_EPS, BlendParams, Neighbours
+from stream_rec.serving.rerank import HeadCache, RerankParams, pool_size, rerank
 from stream_rec.serving.scorer import CatalogItem, ScoredItem, ScoreRequest
 from stream_rec.settings import Settings
 
@@ -303,6 +304,8 @@ class OnnxScorer:
             cfg["model"].get("new_item_offset", 0.0) if offset is None else offset
         )
         self.neighbours = Neighbours.load(self.dir)
+        self.rerank_params = RerankParams.from_settings(settings)
+        self._head = HeadCache()
         self._norm_items, self._item_feeds = self._derived(self.items, self.id_part)
         self.set_blend(BlendParams.from_config(cfg["model"]))
 
@@ -495,8 +498,9 @@ class OnnxScorer:
             ban_cols.extend(banned)
         if ban_cols:  # seen and excluded items of every row in one assignment
             scores[np.asarray(ban_rows), np.asarray(ban_cols, dtype=np.int64)] = -np.inf
-        # Top k of every row at once, best first, ties by catalogue index.
-        kk = min(k, n)
+        # Top k (the re-ranker's pool when it is on) of every row at once, best first, ties
+        # by catalogue index.
+        kk = pool_size(self.rerank_params, k, n)
         if 0 < kk < n:
             top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
         else:
@@ -505,6 +509,8 @@ class OnnxScorer:
         order = np.lexsort((top, -vals), axis=1)
         top = np.take_along_axis(top, order, axis=1)
         vals = np.take_along_axis(vals, order, axis=1)
+        if self.rerank_params.on:  # diversity and long tail (stream_rec.serving.rerank)
+            top, vals, kk = self._rerank(top, vals, cat, k)
         finite = np.isfinite(vals)
         results: list[list[ScoredItem]] = []
         for row, hist in enumerate(hists):
@@ -525,6 +531,18 @@ class OnnxScorer:
                 ]
             )
         return results
+
+    def _rerank(
+        self, top: np.ndarray, vals: np.ndarray, cat: _Catalogue, k: int
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        pos = rerank(top, vals, cat.norm, self._head.get(cat.pop), k, self.rerank_params)
+        return np.take_along_axis(top, pos, 1), np.take_along_axis(vals, pos, 1), pos.shape[1]
+
+    def rerank_inputs(self) -> tuple[np.ndarray, np.ndarray]:
+        """What the re-ranker reads of the catalogue, in catalogue order: unit item vectors and
+        head weights (1 for the head, :func:`~stream_rec.serving.rerank.head_items`)."""
+        cat = self._snapshot()
+        return cat.norm, self._head.get(cat.pop)
 
 
 class _Catalogue(NamedTuple):

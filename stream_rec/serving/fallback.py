@@ -18,6 +18,13 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from stream_rec.serving.rerank import (
+    ATTR_DIM,
+    HeadCache,
+    RerankParams,
+    attribute_vector,
+    rerank,
+)
 from stream_rec.serving.scorer import CatalogItem, ScoredItem, ScoreRequest
 
 _WINDOW = 5  # how many previous items co-occur with a new one
@@ -28,8 +35,16 @@ _REFRESH_S = 1.0  # how stale a cached neighbour list may get while its counts c
 class PopularityCooccurrenceScorer:
     """A real, simple scorer: popularity + co-occurrence counts from the stream."""
 
-    def __init__(self, version: str = "fallback-cooc-1") -> None:
+    def __init__(
+        self, version: str = "fallback-cooc-1", rerank: RerankParams | None = None
+    ) -> None:
         self._version = version
+        self._rerank = rerank or RerankParams()
+        # Item vectors of the re-ranker's diversity: the items' attributes, hashed (no model);
+        # kept only while diversity is on (catalogue x ATTR_DIM floats).
+        self._attr = np.zeros((0, ATTR_DIM), dtype=np.float32)
+        self._head = HeadCache()
+        self._head_stale = True  # counts changed since the head was computed
         self._titles: dict[str, str] = {}
         self._pop: Counter[str] = Counter()
         self._pop_total = 0
@@ -61,8 +76,11 @@ class PopularityCooccurrenceScorer:
     def upsert_items(self, items: Iterable[CatalogItem]) -> None:
         with self._lock:
             n_old = len(self._ids)
+            vecs: dict[str, np.ndarray] = {}
             for it in items:
                 self._titles[it.item_id] = it.title
+                if self._rerank.diversity > 0:
+                    vecs[it.item_id] = attribute_vector(it.attributes)
                 if it.item_id not in self._index:
                     self._index[it.item_id] = len(self._ids)
                     self._ids.append(it.item_id)
@@ -74,7 +92,13 @@ class PopularityCooccurrenceScorer:
                 by_id = sorted(range(len(self._ids)), key=self._ids.__getitem__)
                 self._id_rank = np.empty(len(self._ids), dtype=np.int64)
                 self._id_rank[by_id] = np.arange(len(self._ids))
-                self._pop_stale = True
+                self._pop_stale = self._head_stale = True
+            if vecs:
+                attr = np.zeros((len(self._ids), ATTR_DIM), np.float32)
+                attr[: len(self._attr)] = self._attr
+                for iid, v in vecs.items():
+                    attr[self._index[iid]] = v
+                self._attr = attr  # replaced, never changed in place
 
     def observe(self, user_id: str, history: Sequence[str], item_id: str, event: str) -> None:
         if event == "forget" or not item_id:
@@ -85,7 +109,7 @@ class PopularityCooccurrenceScorer:
             row = self._index.get(item_id)
             if row is not None:
                 self._counts[row] += 1
-                self._pop_stale = True
+                self._pop_stale = self._head_stale = True
             for prev in history[-_WINDOW:]:
                 if prev == item_id:
                     continue
@@ -101,7 +125,30 @@ class PopularityCooccurrenceScorer:
             if self._pop_stale:
                 self._pop_rank = np.lexsort((-self._id_rank, -self._counts)).tolist()
                 self._pop_stale = False
-            return [self._score_one(r, k) for r in requests]
+            if not self._rerank.on:
+                return [self._score_one(r, k) for r in requests]
+            pools = [self._score_one(r, max(k, self._rerank.pool)) for r in requests]
+            return self._reranked(pools, k)
+
+    def _reranked(self, pools: list[list[ScoredItem]], k: int) -> list[list[ScoredItem]]:
+        """Diversity and long tail over each request's candidate list (one call for the
+        batch): the list's order is the relevance (its two parts, co-occurrence and
+        popularity, score on different scales)."""
+        width = max(map(len, pools), default=0)
+        if width == 0:
+            return pools
+        cand = np.zeros((len(pools), width), dtype=np.int64)
+        rel = np.full((len(pools), width), -np.inf, dtype=np.float32)
+        for row, items in enumerate(pools):
+            cand[row, : len(items)] = [self._index[x.item_id] for x in items]
+            rel[row, : len(items)] = -np.arange(len(items), dtype=np.float32)
+        head = self._head.get(self._counts, self._head_stale)
+        self._head_stale = False
+        pos = rerank(cand, rel, self._attr, head, k, self._rerank)  # no vectors read at 0
+        return [
+            [items[j] for j in row if j < len(items)]
+            for items, row in zip(pools, pos.tolist(), strict=True)
+        ]
 
     def _popular(self, k: int, exclude: frozenset[str]) -> list[ScoredItem]:
         """Catalogue items by observed count; never-observed (cold) items after them."""

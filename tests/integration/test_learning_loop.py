@@ -137,8 +137,13 @@ def _favoured_in_top3(last: dict[str, dict[str, object]]) -> float:
 def test_feedback_window_promotes_a_model_and_workers_swap_without_restart(
     pipeline: Pipeline, registry_template: tuple[Path, object]
 ) -> None:
-    # The windows hold this test's feedback alone (behaviour examples: test_pipeline.py).
-    root, v0, w = _serving(pipeline, registry_template, STREAM_REC_LEARN_FROM_BEHAVIOR="false")
+    # The windows hold this test's feedback alone (behaviour examples: test_pipeline.py). The
+    # model's own ranking is what the fine-tune moves, so the re-ranker (which spreads similar
+    # items and the head apart, stream_rec.serving.rerank) is off.
+    root, v0, w = _serving(
+        pipeline, registry_template, STREAM_REC_LEARN_FROM_BEHAVIOR="false",
+        STREAM_REC_DIVERSITY="0", STREAM_REC_LONG_TAIL="0",
+    )  # fmt: skip
     trainer = _trainer(
         pipeline, root, STREAM_REC_WINDOW_EXAMPLES="150", STREAM_REC_WINDOW_MIN_EXAMPLES="50",
         STREAM_REC_WINDOW_SECONDS="600", STREAM_REC_FINETUNE_EPOCHS="10",

@@ -18,11 +18,15 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_model_bench_reports_latency_and_throughput(exported_version: Path) -> None:
     from stream_rec.bench.model import run_model_bench
 
-    report = run_model_bench(exported_version, load_settings(device="cpu"), events=30, threads=1)
+    off = load_settings(device="cpu", diversity=0.0, long_tail=0.0)
+    report = run_model_bench(exported_version, off, events=30, threads=1)
     assert report["single_event"]["ort_fp32"]["p99_ms"] > 0
     assert set(report["throughput_users_per_s"]) == {"batch_1", "batch_32", "batch_256"}
     assert report["throughput_users_per_s"]["batch_32"]["ort_fp32_over_torch"] > 0
     assert report["hardware"]["logical_cpus"]
+    rr = report["rerank"]
+    assert rr["single_event"]["p99_ms"] > 0 and rr["pool"] == 50
+    assert (rr["diversity"], rr["long_tail"]) == (0.3, 0.3)  # off in the settings: measured at 0.3
     json.dumps(report)
 
 

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from stream_rec.model import registry
 from stream_rec.ops.replay import behavior_payload, item_payload
 from tests.model_fixtures import planted_dataset
@@ -71,11 +73,11 @@ def test_train_from_a_jsonl_file(tmp_path: Path, tiny_encoder_dir: Path) -> None
         "MostPopular (train+valid)", "ItemKNN-last5 (train+valid)",
     }  # fmt: skip
     assert all(0.0 <= m["hr10"] <= 1.0 for m in report["baselines"].values())
-    # the served model through `stream-rec eval`, with its progress bar on stderr
+    # the served model through `stream-rec eval` (not re-ranked), with its progress bar
     ev_out = tmp_path / "eval.json"
     proc = _run(
         ["eval", "--model", str(reg), "--source", str(events), "--items", str(items),
-         "--out-json", str(ev_out)],
+         "--diversity", "0", "--long-tail", "0", "--out-json", str(ev_out)],
         tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -84,6 +86,28 @@ def test_train_from_a_jsonl_file(tmp_path: Path, tiny_encoder_dir: Path) -> None
     served = rows[f"two-tower {manifest['version']}"]
     assert served["users"] == 40
     assert abs(served["ndcg10"] - report["test"]["ndcg10"]) <= 1e-3  # the ONNX path, same split
+    # the served model through eval, re-ranked, with the figures beyond accuracy and the sweep
+    ev = tmp_path / "eval.json"
+    proc = _run(
+        [
+            "eval", "--model", str(reg), "--source", str(events), "--items", str(items),
+            "--no-baselines", "--diversity", "0.3", "--long-tail", "0.5", "--sweep",
+            "--out-json", str(ev),
+        ],
+        tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Re-ranking sweep" in proc.stdout and "P@10 chrono" in proc.stdout
+    exposure = json.loads(ev.read_text())["exposure"]
+    assert (exposure["diversity"], exposure["long_tail"]) == (0.3, 0.5)
+    assert exposure["chrono_in_sample"] and exposure["chrono_users"] > 0
+    assert len(exposure["sweep"]) == 36
+    plain = next(r for r in exposure["sweep"] if r["diversity"] == r["long_tail"] == 0.0)
+    assert exposure["not_reranked"] == {k: v for k, v in plain.items() if k in exposure["served"]}
+    reranked = next(r for r in exposure["sweep"] if (r["diversity"], r["long_tail"]) == (0.3, 0.5))
+    assert exposure["served"] == {k: v for k, v in reranked.items() if k in exposure["served"]}
+    row = json.loads(ev.read_text())[f"two-tower {version.name}"]
+    assert row["ndcg10"] == pytest.approx(exposure["served"]["ndcg10"])
 
 
 def test_train_from_nothing_exits_2_with_one_line(tmp_path: Path) -> None:
