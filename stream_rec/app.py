@@ -108,9 +108,9 @@ def load_scorer(settings: Settings) -> Scorer:
         )
         # Import the model runtime now, at start: on the swap it would hold the interpreter
         # (seconds of imports) while events wait.
-        from stream_rec.model.runtime import choose_providers
+        from stream_rec.model.runtime import prewarm
 
-        choose_providers(settings.device)
+        prewarm(settings.device)
         return PopularityCooccurrenceScorer(rerank=RerankParams.from_settings(settings))
     from stream_rec.model.runtime import OnnxScorer
 

@@ -53,7 +53,24 @@ def choose_providers(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def prewarm(device: str) -> None:
+    """Everything loading a version imports (ONNX Runtime, onnx, tokenizers; torch where it
+    decides the device), imported now: a worker serving the fallback calls this at start, as
+    the same imports at its first model's swap held the interpreter for seconds (onnx alone
+    ~1 s) while events waited."""
+    import onnx.utils  # noqa: F401
+    import onnxruntime  # noqa: F401
+    import tokenizers  # noqa: F401
+
+    choose_providers(device)
+
+
 TOWER_PREFIX = "tower/"
+ITEM_INPUTS = "item_inputs"
+"""The user tower's value holding :meth:`UserTower.item_inputs` of each history slot (named so
+by :mod:`stream_rec.model.tower_onnx`): everything before it depends on the item alone, so the
+runtime computes it once per catalogue (:func:`split_tower`). Defined here, where serving
+reads it, so serving never imports the torch side."""
 
 
 def serving_graph(tower: Any, parts: int, last: int = 1) -> bytes:
@@ -206,13 +223,11 @@ def _session(model: Any, providers: list[str], threads: int) -> Any:
 
 def split_tower(tower: Any) -> tuple[Any | None, Any]:
     """The user tower (ONNX) cut where it has read each history slot's item on its own
-    (:data:`~stream_rec.model.tower_onnx.ITEM_INPUTS`): (item side ``item_vectors`` →
+    (:data:`ITEM_INPUTS`): (item side ``item_vectors`` →
     ``item_inputs``, run once per catalogue; user side ``item_inputs``, ``mask`` →
     ``user_vector``, run per request). A tower without that value (exported before it had a
     name) is not cut: (None, the tower)."""
     from onnx.utils import Extractor
-
-    from stream_rec.model.tower_onnx import ITEM_INPUTS
 
     if not any(ITEM_INPUTS in n.output for n in tower.graph.node):
         return None, tower

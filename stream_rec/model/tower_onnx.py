@@ -26,12 +26,9 @@ import numpy as np
 from torch import nn
 
 from stream_rec.model.net import MASK_VALUE, Block, UserTower
+from stream_rec.model.runtime import ITEM_INPUTS
 
 OPSET = 17  # LayerNormalization
-ITEM_INPUTS = "item_inputs"
-"""The value holding :meth:`UserTower.item_inputs` of each history slot: everything before it
-depends on the item alone, so the runtime computes it once per catalogue
-(:func:`stream_rec.model.runtime.split_tower`)."""
 IR_VERSION = 8  # what opset 17 needs; newer onnx packages default higher than ORT reads
 MS_DOMAIN = "com.microsoft"
 

@@ -293,3 +293,26 @@ def test_warm_up_changes_nothing_the_scorer_serves(exported_version: Path) -> No
     reqs = [ScoreRequest(f"u{n}", cold.item_ids[n : n + 3]) for n in range(5)]
     assert warm.score(reqs, 5) == cold.score(reqs, 5)
     assert len(warm._serve_sess) == 1  # the one serving graph, already built and run
+
+
+def test_prewarm_leaves_no_heavy_import_for_the_first_swap(exported_version: Path) -> None:
+    """A fallback worker prewarms at start; loading its first version then imports nothing
+    from onnx, onnxruntime, tokenizers or torch (imports hold the interpreter, events wait)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from stream_rec.model.runtime import OnnxScorer, prewarm\n"
+        "from stream_rec.settings import load_settings\n"
+        "settings = load_settings(device='cpu')\n"
+        "prewarm(settings.device)\n"
+        "before = set(sys.modules)\n"
+        f"OnnxScorer({str(exported_version)!r}, settings).warm_up()\n"
+        "heavy = ('onnx', 'onnxruntime', 'tokenizers', 'torch')\n"
+        "print(sorted(m for m in set(sys.modules) - before if m.split('.')[0] in heavy))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
