@@ -29,15 +29,21 @@ def _offline() -> None:
 
 
 def _metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
-    table = Table(title=title)
+    """Means over users, each with its standard error over users (``± se``) when known."""
+    table = Table(title=title, caption="mean ± standard error over users")
     table.add_column("model", no_wrap=True)
     for col in ("users", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "MRR@10"):
         table.add_column(col)
+
+    def cell(m: dict[str, float], k: str) -> str:
+        se = m.get(f"{k}_se")
+        return f"{m[k]:.4f}" + (f" ± {se:.4f}" if se is not None else "")
+
     for name, m in rows.items():
         table.add_row(
             name,
             str(int(m["users"])),
-            *(f"{m[k]:.4f}" for k in ("hr10", "ndcg10", "hr20", "ndcg20", "mrr10")),
+            *(cell(m, k) for k in ("hr10", "ndcg10", "hr20", "ndcg20", "mrr10")),
         )
     return table
 
@@ -90,7 +96,7 @@ def load_frame(
 
 def _print_table(table: Table) -> None:
     # Piped into a log, rich assumes 80 columns and would cut the figures short.
-    console.print(table, width=None if console.is_terminal else 120)
+    console.print(table, width=None if console.is_terminal else 160)
 
 
 def train_command(
