@@ -47,6 +47,10 @@ class TrainConfig:
     """``auto`` = CUDA when torch sees a GPU, else CPU; or ``cpu``/``cuda``."""
     final_fit: bool = True
     """After early stopping, refit from scratch on train+validation for the best epoch count."""
+    tune_text: bool = False
+    """Fine-tune the text encoder (LoRA) jointly with the towers (:mod:`stream_rec.model.tune`)."""
+    offset_rule: str = "one_se"
+    """How the new-item offset is picked on validation (:data:`calibrate.RULES`)."""
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -408,7 +412,7 @@ def train(
     )
     model.cfg = model_cfg
     ranker = TorchRanker(model)
-    offset_fit = fit_new_item_offset(ranker, split, ranker.new)
+    offset_fit = fit_new_item_offset(ranker, split, ranker.new, rule=cfg.offset_rule)
     model_cfg = replace(model_cfg, new_item_offset=offset_fit.offset)
     model.cfg = model_cfg
     if cfg.final_fit:
