@@ -128,6 +128,20 @@ def train_command(
     cold_drop: Annotated[float, typer.Option(help="Share of items trained as cold.")] = 0.5,
     gate_c: Annotated[float, typer.Option(help="ID gate n/(n+c): evidence constant c.")] = 5.0,
     final_fit: Annotated[bool, typer.Option(help="Refit on train+validation.")] = True,
+    tune_text: Annotated[
+        bool,
+        typer.Option(
+            help="Fine-tune the text encoder (LoRA, merged before export) with the towers; "
+            "the tuned encoder embeds items added from the stream."
+        ),
+    ] = False,
+    new_item_offset_rule: Annotated[
+        str,
+        typer.Option(
+            help="How the new-item offset is picked on validation: one_se (all users alike) "
+            "or balanced (users with a new-item target weigh as much as the others)."
+        ),
+    ] = "one_se",
     cold_items: Annotated[
         str | None, typer.Option(help="Hold out items: a fraction (0.1) or a file of ids.")
     ] = None,
@@ -144,6 +158,11 @@ def train_command(
 ) -> None:
     """Train the two-tower model (seeded, reproducible) on any source, evaluate it and the
     baselines by the same protocol, export a registry version."""
+    from stream_rec.model.calibrate import RULES
+
+    if new_item_offset_rule not in RULES:
+        msg = f"--new-item-offset-rule {new_item_offset_rule!r}: one of {', '.join(RULES)}"
+        raise typer.BadParameter(msg)
     _offline()
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -174,6 +193,8 @@ def train_command(
         seed=seed,
         cold_drop=cold_drop,
         final_fit=final_fit,
+        tune_text=tune_text,
+        offset_rule=new_item_offset_rule,
         eval_every=10,
         patience=patience,
         device=settings.device,
