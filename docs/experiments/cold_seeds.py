@@ -67,6 +67,7 @@ def run_seed(seed: int | None, args: argparse.Namespace) -> dict[str, Any]:
         "train_wall_s": metrics["train_wall_s"],
         "wall_s": wall,
         "best_epoch": metrics["best_epoch"],
+        "history": result.history,
         "neighbour_blend": {k: v for k, v in metrics["neighbour_blend"].items() if k != "table"},
         "new_item_offset": metrics["new_item_offset"],
         "fitted": {k: v for k, v in metrics.items() if k.startswith("test")},
