@@ -117,21 +117,50 @@ class Metrics:
     hr20: float
     ndcg20: float
     mrr10: float
+    se: dict[str, float] = field(default_factory=dict)
+    """Standard error over users of each metric (:func:`standard_errors`)."""
 
     def as_dict(self) -> dict[str, float]:
-        return {k: float(v) for k, v in asdict(self).items()}
+        out = {k: float(v) for k, v in asdict(self).items() if k != "se"}
+        return out | {f"{k}_se": float(v) for k, v in self.se.items()}
 
     def line(self) -> str:
-        return (
-            f"users={self.users} HR@10={self.hr10:.4f} NDCG@10={self.ndcg10:.4f} "
-            f"HR@20={self.hr20:.4f} NDCG@20={self.ndcg20:.4f} MRR@10={self.mrr10:.4f}"
-        )
+        def f(name: str, key: str) -> str:
+            se = f"±{self.se[key]:.4f}" if key in self.se else ""
+            return f"{name}={getattr(self, key):.4f}{se}"
+
+        cols = (("HR@10", "hr10"), ("NDCG@10", "ndcg10"), ("HR@20", "hr20"))
+        rest = (("NDCG@20", "ndcg20"), ("MRR@10", "mrr10"))
+        return f"users={self.users} " + " ".join(f(n, k) for n, k in (*cols, *rest))
 
 
 def ndcg_gains(ranks: np.ndarray, k: int = 10) -> np.ndarray:
     """Per-user NDCG@k of one target at each 0-based rank."""
     r = np.asarray(ranks, dtype=np.float64)
     return np.where(r < k, 1.0 / np.log2(r + 2.0), 0.0)
+
+
+def per_user_metrics(ranks: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
+    """Each metric of :class:`Metrics` per user (0-based target ranks); their means are the
+    metrics."""
+    r = np.asarray(ranks, dtype=np.float64)
+    return {
+        "hr10": (r < 10).astype(np.float64),
+        "ndcg10": ndcg_gains(r, 10),
+        "hr20": (r < 20).astype(np.float64),
+        "ndcg20": ndcg_gains(r, 20),
+        "mrr10": np.where(r < 10, 1.0 / (r + 1.0), 0.0),
+    }
+
+
+def standard_errors(ranks: Sequence[int] | np.ndarray) -> dict[str, float]:
+    """Standard error over users of each metric's mean (sample standard deviation / sqrt(n)),
+    so a difference between two models can be read against noise; 0 for fewer than 2 users."""
+    n = len(ranks)
+    return {
+        k: float(v.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+        for k, v in per_user_metrics(ranks).items()
+    }
 
 
 def metrics_from_ranks(ranks: Sequence[int]) -> Metrics:
@@ -146,7 +175,7 @@ def metrics_from_ranks(ranks: Sequence[int]) -> Metrics:
         return float(ndcg_gains(r, k).sum() / n)
 
     mrr = float(np.where(r < 10, 1.0 / (r + 1.0), 0.0).sum() / n)
-    return Metrics(len(r), hr(10), ndcg(10), hr(20), ndcg(20), mrr)
+    return Metrics(len(r), hr(10), ndcg(10), hr(20), ndcg(20), mrr, standard_errors(r))
 
 
 def rank_topk(scores: np.ndarray, k: int) -> np.ndarray:

@@ -14,6 +14,16 @@ of every user with a validation target; the largest ``delta`` whose mean loss ag
 grid point stays within one paired standard error (the one-standard-error rule: surface new items
 as much as the validation ranking allows without a measurable loss). It is only fitted when at
 least ``min_users`` validation targets are new items; otherwise the offset stays 0 (no evidence).
+
+Two rules read the same grid (both picks are kept in ``OffsetFit.picks``):
+
+* ``one_se``: the objective is the NDCG@10 of all validation users (each user weighs the
+  same); the rule above.
+* ``balanced``: the objective is the mean of two group means, users whose target is a new item
+  and the others, so the new-item group weighs as much as the warm one however few new items
+  the validation stage happens to hold (the neighbour blend's guardrail treats the groups the
+  same way); the largest offset within one paired standard error of the best, the error of the
+  two-group mean.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from stream_rec.eval.protocol import Ranker, Stage, ndcg_gains, stage_scores, ta
 
 GRID = tuple(round(0.1 * i, 1) for i in range(21))  # 0.0 … 2.0 standard deviations
 MIN_USERS = 30
+RULES = ("one_se", "balanced")
 
 
 @dataclass
@@ -36,14 +47,41 @@ class OffsetFit:
     new_target_users: int
     reason: str
     table: list[dict[str, float]] = field(default_factory=list)
+    picks: dict[str, float] = field(default_factory=dict)
+    """The offset each rule of :data:`RULES` picks on this grid."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "offset": self.offset,
             "new_target_users": self.new_target_users,
             "reason": self.reason,
+            "picks": self.picks,
             "table": self.table,
         }
+
+
+def _largest_within_one_se(
+    grid: Sequence[float], values: list[np.ndarray], weights: np.ndarray
+) -> tuple[int, int, list[tuple[float, float]]]:
+    """``values[i]``: per-user NDCG@10 at ``grid[i]``; the objective is ``weights @ values``.
+    Returns (best index, chosen index, (loss against the best, paired standard error) per
+    grid point): the chosen point is the largest one whose loss is within one paired standard
+    error of the best (the error of a weighted mean: ``sqrt(sum(w_u^2) var(diff))``)."""
+    scores = [float(weights @ v) for v in values]
+    best = int(np.argmax(scores))
+    chosen = best
+    out = []
+    for i in range(len(grid)):
+        diff = values[i] - values[best]
+        centred = diff - weights @ diff / weights.sum()
+        n = len(diff)
+        var = float((centred**2).sum() / (n - 1)) if n > 1 else 0.0
+        se = float(np.sqrt(var * (weights**2).sum()))
+        loss = float(-(weights @ diff))
+        out.append((loss, se))
+        if loss <= se and grid[i] > grid[chosen]:
+            chosen = i
+    return best, chosen, out
 
 
 def fit_new_item_offset(
@@ -54,9 +92,13 @@ def fit_new_item_offset(
     grid: Sequence[float] = GRID,
     min_users: int = MIN_USERS,
     batch_size: int = 256,
+    rule: str = "one_se",
 ) -> OffsetFit:
     """``new``: boolean mask over the catalogue of items without training interactions.
-    ``ranker`` must score *without* an offset of its own."""
+    ``ranker`` must score *without* an offset of its own; ``rule``: one of :data:`RULES`."""
+    if rule not in RULES:
+        msg = f"unknown new-item offset rule {rule!r} (one of {', '.join(RULES)})"
+        raise ValueError(msg)
     base, seen, targets, _ = stage_scores(ranker, split, stage, batch_size)
     is_new = new[targets] if len(targets) else np.zeros(0, dtype=bool)
     n_new = int(is_new.sum())
@@ -76,19 +118,27 @@ def fit_new_item_offset(
                 "ndcg10": float(ndcg.mean()),
                 "hr10": float((ranks < 10).mean()),
                 "new_target_hr10": float((ranks[is_new] < 10).mean()),
+                "new_target_ndcg10": float(ndcg[is_new].mean()),
+                "warm_target_ndcg10": float(ndcg[~is_new].mean()) if (~is_new).any() else 0.0,
             }
         )
-    best = int(np.argmax([t["ndcg10"] for t in table]))
-    chosen = best
-    for i in range(len(grid)):
-        diff = per_user[i] - per_user[best]
-        se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
-        table[i]["loss_vs_best"] = float(-diff.mean())
-        table[i]["paired_se"] = se
-        if float(diff.mean()) >= -se and grid[i] > grid[chosen]:
-            chosen = i
+    n = len(targets)
+    n_warm = n - n_new
+    balanced = np.where(is_new, 0.5 / n_new, 0.5 / max(n_warm, 1)) if n_warm else 1.0 / n_new
+    weights = {"one_se": np.full(n, 1.0 / n), "balanced": np.broadcast_to(balanced, (n,))}
+    picks: dict[str, float] = {}
+    bests: dict[str, int] = {}
+    for name, w in weights.items():
+        best, chosen, losses = _largest_within_one_se(grid, per_user, np.asarray(w, dtype=float))
+        picks[name] = float(grid[chosen])
+        bests[name] = best
+        for row, (loss, se) in zip(table, losses, strict=True):
+            key = "" if name == "one_se" else f"_{name}"
+            row[f"loss_vs_best{key}"] = loss
+            row[f"paired_se{key}"] = se
+    objective = "NDCG@10" if rule == "one_se" else "mean of the new- and warm-target NDCG@10"
     reason = (
-        f"largest offset within one paired standard error of the best {stage} NDCG@10 "
-        f"(best at {grid[best]:.2f}), {n_new} {stage} targets are new items"
+        f"{rule}: largest offset within one paired standard error of the best {stage} "
+        f"{objective} (best at {grid[bests[rule]]:.2f}), {n_new} {stage} targets are new items"
     )
-    return OffsetFit(float(grid[chosen]), n_new, reason, table)
+    return OffsetFit(picks[rule], n_new, reason, table, picks)

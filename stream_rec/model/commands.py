@@ -30,15 +30,21 @@ def _offline() -> None:
 
 
 def _metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
-    table = Table(title=title)
+    """Means over users, each with its standard error over users (``± se``) when known."""
+    table = Table(title=title, caption="mean ± standard error over users")
     table.add_column("model", no_wrap=True)
     for col in ("users", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "MRR@10"):
         table.add_column(col)
+
+    def cell(m: dict[str, float], k: str) -> str:
+        se = m.get(f"{k}_se")
+        return f"{m[k]:.4f}" + (f" ± {se:.4f}" if se is not None else "")
+
     for name, m in rows.items():
         table.add_row(
             name,
             str(int(m["users"])),
-            *(f"{m[k]:.4f}" for k in ("hr10", "ndcg10", "hr20", "ndcg20", "mrr10")),
+            *(cell(m, k) for k in ("hr10", "ndcg10", "hr20", "ndcg20", "mrr10")),
         )
     return table
 
@@ -91,7 +97,7 @@ def load_frame(
 
 def _print_table(table: Table) -> None:
     # Piped into a log, rich assumes 80 columns and would cut the figures short.
-    console.print(table, width=None if console.is_terminal else 120)
+    console.print(table, width=None if console.is_terminal else 160)
 
 
 def train_command(
@@ -123,6 +129,20 @@ def train_command(
     cold_drop: Annotated[float, typer.Option(help="Share of items trained as cold.")] = 0.5,
     gate_c: Annotated[float, typer.Option(help="ID gate n/(n+c): evidence constant c.")] = 5.0,
     final_fit: Annotated[bool, typer.Option(help="Refit on train+validation.")] = True,
+    tune_text: Annotated[
+        bool,
+        typer.Option(
+            help="Fine-tune the text encoder (LoRA, merged before export) with the towers; "
+            "the tuned encoder embeds items added from the stream."
+        ),
+    ] = False,
+    new_item_offset_rule: Annotated[
+        str,
+        typer.Option(
+            help="How the new-item offset is picked on validation: one_se (all users alike) "
+            "or balanced (users with a new-item target weigh as much as the others)."
+        ),
+    ] = "one_se",
     cold_items: Annotated[
         str | None, typer.Option(help="Hold out items: a fraction (0.1) or a file of ids.")
     ] = None,
@@ -139,6 +159,11 @@ def train_command(
 ) -> None:
     """Train the two-tower model (seeded, reproducible) on any source, evaluate it and the
     baselines by the same protocol, export a registry version."""
+    from stream_rec.model.calibrate import RULES
+
+    if new_item_offset_rule not in RULES:
+        msg = f"--new-item-offset-rule {new_item_offset_rule!r}: one of {', '.join(RULES)}"
+        raise typer.BadParameter(msg)
     _offline()
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -169,6 +194,8 @@ def train_command(
         seed=seed,
         cold_drop=cold_drop,
         final_fit=final_fit,
+        tune_text=tune_text,
+        offset_rule=new_item_offset_rule,
         eval_every=10,
         patience=patience,
         device=settings.device,

