@@ -209,8 +209,8 @@ def model_list() -> None:
 def _announce(version: str) -> None:
     from aiokafka import AIOKafkaProducer
 
-    from stream_rec.agents.models import announce
     from stream_rec.model import registry
+    from stream_rec.records import announce
     from stream_rec.topics import Topics, create_topics_sync
 
     settings = _settings()

@@ -16,37 +16,13 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import msgpack
-
 from stream_rec.agents.replica import follow_topic
+from stream_rec.records import decode_announcement
 
 if TYPE_CHECKING:
     from stream_rec.app import Pipeline
 
 log = logging.getLogger(__name__)
-
-
-def decode_announcement(raw: bytes | None) -> dict[str, Any] | None:
-    if not raw:
-        return None
-    try:
-        value = msgpack.unpackb(raw, raw=False)
-    except Exception:  # noqa: BLE001 - a garbled announcement is ignored, not fatal
-        return None
-    if isinstance(value, dict) and isinstance(value.get("version"), str):
-        return value
-    return None
-
-
-def encode_announcement(version: str, **fields: Any) -> bytes:
-    return bytes(msgpack.packb({"version": version, **fields}, use_bin_type=True))
-
-
-async def announce(producer: Any, topic: str, version: str, **fields: Any) -> None:
-    """Announce ``version`` on the model-updates ``topic`` (key ``current``, compacted) through
-    a started aiokafka producer; every worker swaps to it. The trainer and ``stream-rec model
-    promote|rollback`` both announce through here."""
-    await producer.send_and_wait(topic, encode_announcement(version, **fields), key=b"current")
 
 
 def register(pipeline: Pipeline) -> None:

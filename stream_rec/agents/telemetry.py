@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry
 
 from stream_rec.agents.watchdog import input_offsets
+from stream_rec.records import SNAPSHOT_KIND
 from stream_rec.schemas import encode
 from stream_rec.serving.scorer import serving_state
 
@@ -47,7 +48,6 @@ TRAINING_PREFIXES = (
     "stream_rec_model_load_failures",
     "stream_rec_feedback_examples",
 )
-SNAPSHOT_KIND = "worker_snapshot"  # the trainer's results share the topic ("training_result")
 
 Lag = Mapping[tuple[str, int], int]  # (short topic, partition) -> messages behind
 

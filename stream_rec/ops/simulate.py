@@ -92,7 +92,7 @@ async def run_simulation(
     scored into HR@10 nor answered with feedback."""
     from aiokafka import AIOKafkaConsumer
 
-    from stream_rec.agents.models import decode_announcement
+    from stream_rec.records import decode_announcement
 
     topics = Topics(settings.topic_prefix)
     # Each event's place in its user's sequence, and that user's full sequence.

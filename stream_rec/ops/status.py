@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from stream_rec import topics as T
-from stream_rec.agents.telemetry import SNAPSHOT_KIND
+from stream_rec.records import SNAPSHOT_KIND, TRAINING_RESULT_KIND
 from stream_rec.schemas import InvalidEvent, decode_output
 from stream_rec.settings import Settings
 
@@ -125,7 +125,7 @@ def build_status(settings: Settings, raw: RawCluster, now: float) -> dict[str, A
         if snap is None:
             continue
         kind = snap.get("kind", SNAPSHOT_KIND)
-        if kind == "training_result":  # the trainer's report of one run
+        if kind == TRAINING_RESULT_KIND:  # the trainer's report of one run
             training_run = {k: v for k, v in snap.items() if _small(v)} | {"offset": offset}
             continue
         if kind != SNAPSHOT_KIND:

@@ -39,6 +39,7 @@ import msgpack
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from stream_rec.records import TRAINING_RESULT_KIND
 from stream_rec.settings import ConfigError, Settings
 from stream_rec.topics import Topics
 from stream_rec.training.replay import load_replay, save_replay
@@ -229,7 +230,7 @@ async def run_trainer(settings: Settings, *, once: bool = False, full_poll_s: fl
     """The service: windowing and training loops until cancelled (or one run with ``once``)."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    from stream_rec.agents.models import announce as send_announcement
+    from stream_rec.records import announce as send_announcement
     from stream_rec.schemas import encode
 
     if settings.model_path is None:
@@ -340,7 +341,7 @@ async def run_trainer(settings: Settings, *, once: bool = False, full_poll_s: fl
             metrics.seconds.observe(time.perf_counter() - t0)
             metrics.runs.labels(outcome=out.outcome).inc()
             result = {
-                "kind": "training_result",
+                "kind": TRAINING_RESULT_KIND,
                 "window": req["window"],
                 "windows": req["windows"],
                 "closed_at": req["closed_at"],
@@ -408,7 +409,7 @@ async def run_trainer(settings: Settings, *, once: bool = False, full_poll_s: fl
             if out["outcome"] == "promoted" and out.get("version"):
                 trainer.replay = load_replay(root)  # the bootstrap seeds the replay buffer
                 await announce(str(out["version"]), by=kind, gate_new=out.get("gate_new"))
-            result = {"kind": "training_result", "ts": time.time(), "window": None, **out}
+            result = {"kind": TRAINING_RESULT_KIND, "ts": time.time(), "window": None, **out}
             await producer.send_and_wait(
                 topics.metrics, encode(result, settings.output_codec), key=b"trainer"
             )

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from stream_rec.agents.models import decode_announcement
+from stream_rec.records import decode_announcement
 from tests.integration.conftest import ROOT, Pipeline, behavior, items_messages, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
