@@ -39,7 +39,6 @@ import shutil
 import signal
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,7 @@ from rich.console import Console
 
 from stream_rec.agents.score import rec_id_for
 from stream_rec.bench.pipeline import WorkerProc, worker_env, worker_status
-from stream_rec.bench.report import print_and_save
+from stream_rec.bench.report import print_and_save, scratch_run
 from stream_rec.client import kafka_producer
 from stream_rec.ops.broker import free_port
 from stream_rec.settings import Settings
@@ -304,12 +303,7 @@ def run(
     kill_after: float,
     static: bool,
 ) -> dict[str, Any]:
-    run_id = uuid.uuid4().hex[:8]
-    ns = settings.model_copy(
-        update={"topic_prefix": f"recovery-{run_id}.", "app_id": f"recovery-{run_id}"}
-    )
-    work = settings.home / "bench" / f"recovery-{run_id}"
-    work.mkdir(parents=True, exist_ok=True)
+    run_id, ns, work = scratch_run(settings, "recovery")
     asyncio.run(create_topics(ns))
     how = "static membership" if static else "dynamic membership"
     console.print(

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from stream_rec.settings import Settings
 
 
 def print_and_save(
@@ -25,3 +28,15 @@ def print_and_save(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     console.print(f"wrote {out}")
+
+
+def scratch_run(settings: Settings, kind: str) -> tuple[str, Settings, Path]:
+    """A throw-away run of a benchmark: its id, its settings (topic prefix ``<kind>-<id>.`` and
+    consumer group ``<kind>-<id>``, so its topics can be deleted by that prefix afterwards) and
+    its work folder (created)."""
+    run_id = uuid.uuid4().hex[:8]
+    name = f"{kind}-{run_id}"
+    ns = settings.model_copy(update={"topic_prefix": f"{name}.", "app_id": name})
+    work = settings.home / "bench" / name
+    work.mkdir(parents=True, exist_ok=True)
+    return run_id, ns, work

@@ -26,7 +26,6 @@ import os
 import platform
 import sys
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from stream_rec.bench.pipeline import WorkerProc, worker_env
-from stream_rec.bench.report import print_and_save
+from stream_rec.bench.report import print_and_save, scratch_run
 from stream_rec.client import kafka_producer
 from stream_rec.data.movielens import load_movielens
 from stream_rec.ops.broker import free_port
@@ -215,12 +214,7 @@ def summarize(samples: list[Sample]) -> dict[str, Any]:
 def run(
     settings: Settings, minutes: float, rate: float, out: Path, warm_up: bool = True
 ) -> dict[str, Any]:
-    run_id = uuid.uuid4().hex[:8]
-    soak = settings.model_copy(
-        update={"topic_prefix": f"soak-{run_id}.", "app_id": f"soak-{run_id}"}
-    )
-    work = settings.home / "bench" / f"soak-{run_id}"
-    work.mkdir(parents=True, exist_ok=True)
+    run_id, soak, work = scratch_run(settings, "soak")
     ds = load_movielens("movielens-100k", settings.home)
     events = select_events(ds, None, None)
     asyncio.run(create_topics(soak))
