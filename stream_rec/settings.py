@@ -7,6 +7,9 @@ Every worker, the trainer, the CLI and the benchmarks take a :class:`Settings`. 
 
 from __future__ import annotations
 
+import difflib
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -391,8 +394,29 @@ class Settings(BaseSettings):
         return kwargs
 
 
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One line per ``STREAM_REC_*`` variable of ``environ`` that names no setting, with the
+    closest setting's name (a misspelt variable would otherwise be ignored in silence)."""
+    names = [f"STREAM_REC_{name.upper()}" for name in Settings.model_fields]
+    lines = []
+    for key in sorted(environ):
+        upper = key.upper()  # pydantic-settings reads the names case-insensitively
+        if upper.startswith("STREAM_REC_") and upper not in names:
+            close = difflib.get_close_matches(upper, names, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            lines.append(f"  {key}: not a setting{hint}")
+    return lines
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Build the settings, turning validation errors into one readable :class:`ConfigError`."""
+    """Build the settings, turning validation errors into one readable :class:`ConfigError`;
+    a ``STREAM_REC_*`` environment variable that names no setting is one too."""
+    unknown = unknown_variables(os.environ)
+    if unknown:
+        msg = "unknown configuration variables (see the README's settings table):\n" + "\n".join(
+            unknown
+        )
+        raise ConfigError(msg)
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

@@ -223,3 +223,21 @@ def test_env_file_is_read_from_the_working_directory(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("STREAM_REC_PARTITIONS=6\nSTREAM_REC_TOP_K=7\n")
     s = load_settings()
     assert (s.partitions, s.top_k) == (6, 7)
+
+
+def test_a_misspelt_variable_fails_at_start_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stream_rec.settings import ConfigError, load_settings
+
+    monkeypatch.setenv("STREAM_REC_BATCH_SIZ", "8")
+    monkeypatch.setenv("stream_rec_top_kk", "5")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    text = str(err.value)
+    assert "STREAM_REC_BATCH_SIZ: not a setting; did you mean STREAM_REC_BATCH_SIZE?" in text
+    assert "stream_rec_top_kk: not a setting; did you mean STREAM_REC_TOP_K?" in text
+    monkeypatch.delenv("STREAM_REC_BATCH_SIZ")
+    monkeypatch.delenv("stream_rec_top_kk")
+    monkeypatch.setenv("STREAM_REC_BATCH_SIZE", "8")  # the real name is read, not refused
+    assert load_settings().batch_size == 8
