@@ -76,8 +76,8 @@ class Dispatch:
     (the interpreter hands it over every ``sys.getswitchinterval()``, 5 ms): for a batch of a
     few events that cost more than the scoring itself (docs/hot-path.md). A batch whose
     predicted cost (its size x the scorer's measured seconds per request, a moving average per
-    scorer) is within ``budget_s`` runs inline; so does nothing else. A new scorer (a swap) is
-    measured in the thread first.
+    scorer) is within ``budget_s`` runs inline; every other batch runs in the thread, and so does
+    the first batch of a new scorer (after a swap), which is measured there.
     """
 
     def __init__(self, budget_s: float, alpha: float = 0.2) -> None:
@@ -265,8 +265,8 @@ def register(pipeline: Pipeline) -> None:
                 await send_dead_letter(pipeline, job.source, err)
             return
         clock.lap("score")
-        jobs, results = await withhold_empty(pipeline, jobs, results)
-        if not jobs:
+        served, items_of = await withhold_empty(pipeline, scorer.version, jobs, results)
+        if not served:
             return
         now = time.time()
         version, codec = scorer.version, settings.output_codec
@@ -274,17 +274,17 @@ def register(pipeline: Pipeline) -> None:
             encode_recommendation(
                 job.event.user_id, job.rec_id, items, version, job.event.ts, now, codec
             )
-            for job, items in zip(jobs, results, strict=True)
+            for job, items in zip(served, items_of, strict=True)
         ]
         clock.lap("encode")
         # The context of every recommendation is in the table before any of them can reach a
         # consumer (whose feedback joins on it); one write per user and batch.
         contexts: dict[bytes, list[tuple[str, Sequence[str], list[str]]]] = {}
-        for job, items in zip(jobs, results, strict=True):
+        for job, items in zip(served, items_of, strict=True):
             contexts.setdefault(job.key, []).append(
                 (job.rec_id, job.request.history, [i.item_id for i in items])
             )
-        last_event = {job.key: job.source for job in jobs}
+        last_event = {job.key: job.source for job in served}
         for key, recs in contexts.items():
             _make_current(last_event[key])  # the context lands on the user's partition
             rec_context[key] = remember_many(
@@ -293,39 +293,38 @@ def register(pipeline: Pipeline) -> None:
             )  # fmt: skip
         clock.lap("rec_context")
         send = producer.send
-        for job, value in zip(jobs, values, strict=True):
+        for job, value in zip(served, values, strict=True):
             await send(recs_name, job.key, value, None, None, None)  # handed over, not awaited
         clock.lap("produce")
-        metrics.batch_size.observe(len(jobs))
+        metrics.batch_size.observe(len(served))
         metrics.scoring_seconds.observe(scoring_s)
         observe_e2e = metrics.e2e_seconds.observe
-        for job in jobs:
+        for job in served:
             observe_e2e(max(0.0, now - job.event.ts))
-        metrics.recommendations.inc(len(jobs))
+        metrics.recommendations.inc(len(served))
 
 
 async def withhold_empty(
-    pipeline: Pipeline, jobs: Sequence[Job], results: Sequence[list[ScoredItem]]
-) -> tuple[list[Job], list[list[ScoredItem]]]:
+    pipeline: Pipeline, version: str, jobs: Sequence[Job], results: Sequence[list[ScoredItem]]
+) -> tuple[Sequence[Job], Sequence[list[ScoredItem]]]:
     """The jobs and results to publish: never an empty recommendation.
 
     A score without items is a silent failure for the consumer, so its event is dead-lettered
     instead (reason ``empty_recommendation``, counted in ``stream_rec_dead_letters_total``).
     A worker joins the group only once its catalogue is loaded (``StreamRecApp.join_gate``),
     so this happens only when nothing is left to recommend (an empty catalogue, or a user who
-    has already seen all of it).
+    has already seen all of it). ``version``: the scorer that scored the batch.
     """
     if all(results):
-        return list(jobs), list(results)
+        return jobs, results
     keep_jobs, keep_results = [], []
-    scorer = pipeline.scorer.current
     for job, items in zip(jobs, results, strict=True):
         if items:
             keep_jobs.append(job)
             keep_results.append(items)
             continue
         why = (
-            f"{scorer.version} found no item to recommend (catalogue "
+            f"{version} found no item to recommend (catalogue "
             f"{pipeline.catalog_size} items, {len(job.request.exclude)} excluded for the user)"
         )
         log.warning("score_behavior: dead-lettering an empty recommendation: %s", why)

@@ -573,8 +573,6 @@ def _print(results: dict[str, Any], per: dict[str, dict[str, Any]]) -> None:
 def parse_variants(specs: list[str]) -> dict[str, dict[str, str]]:
     """``NAME:KEY=VALUE[,KEY=VALUE]`` → ``{NAME: {"STREAM_REC_KEY": VALUE}}``; each key must be
     a setting (checked here, so a misspelt one fails before anything runs)."""
-    from stream_rec.settings import Settings
-
     fields = {f.upper() for f in Settings.model_fields}
     out: dict[str, dict[str, str]] = {}
     for spec in specs:

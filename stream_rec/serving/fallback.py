@@ -61,8 +61,9 @@ class PopularityCooccurrenceScorer:
         self._ids: list[str] = []
         self._nb_cache: dict[str, tuple[float, np.ndarray, np.ndarray]] = {}
         self._dirty: set[str] = set()
-        # observe() and score() run in the scoring thread, upsert_items() in another thread
-        # (the catalogue agent's executor): one lock for the counts and the catalogue
+        # observe() and score() run on the event loop or in the scoring thread (a batch's
+        # cost decides), upsert_items() in another thread (the catalogue agent's executor):
+        # one lock for the counts and the catalogue
         self._lock = threading.Lock()
 
     @property
