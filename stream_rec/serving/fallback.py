@@ -31,6 +31,10 @@ _WINDOW = 5  # how many previous items co-occur with a new one
 _MAX_NEIGHBOURS = 200  # per item; the weakest half is pruned beyond twice this
 _REFRESH_S = 1.0  # how stale a cached neighbour list may get while its counts change
 
+_Cand = tuple[int, float, str | None, str | None]
+"""A ranked candidate: catalogue row, score, and either the recent item it co-occurs with most
+(its reason, "because you watched" that item) or a reason of its own."""
+
 
 class PopularityCooccurrenceScorer:
     """A real, simple scorer: popularity + co-occurrence counts from the stream."""
@@ -127,11 +131,21 @@ class PopularityCooccurrenceScorer:
                 self._pop_rank = np.lexsort((-self._id_rank, -self._counts)).tolist()
                 self._pop_stale = False
             if not self._rerank.on:
-                return [self._score_one(r, k) for r in requests]
+                return [self._served(self._score_one(r, k)) for r in requests]
             pools = [self._score_one(r, max(k, self._rerank.pool)) for r in requests]
-            return self._reranked(pools, k)
+            return [self._served(c) for c in self._reranked(pools, k)]
 
-    def _reranked(self, pools: list[list[ScoredItem]], k: int) -> list[list[ScoredItem]]:
+    def _served(self, cands: Sequence[_Cand]) -> list[ScoredItem]:
+        """The served items of ranked candidates, with their reasons: built only for the items
+        kept (a re-ranker's pool is five times longer than what it serves)."""
+        ids, titles = self._ids, self._titles
+        return [
+            ScoredItem(ids[row], score,
+                       reason if src is None else f"because you watched {titles.get(src, src)}")
+            for row, score, src, reason in cands
+        ]  # fmt: skip
+
+    def _reranked(self, pools: list[list[_Cand]], k: int) -> list[list[_Cand]]:
         """Diversity and long tail over each request's candidate list (one call for the
         batch): the list's order is the relevance (its two parts, co-occurrence and
         popularity, score on different scales)."""
@@ -141,7 +155,7 @@ class PopularityCooccurrenceScorer:
         cand = np.zeros((len(pools), width), dtype=np.int64)
         rel = np.full((len(pools), width), -np.inf, dtype=np.float32)
         for row, items in enumerate(pools):
-            cand[row, : len(items)] = [self._index[x.item_id] for x in items]
+            cand[row, : len(items)] = [x[0] for x in items]
             rel[row, : len(items)] = -np.arange(len(items), dtype=np.float32)
         head = self._head.get(self._counts, self._head_stale)
         self._head_stale = False
@@ -151,22 +165,22 @@ class PopularityCooccurrenceScorer:
             for items, row in zip(pools, pos.tolist(), strict=True)
         ]
 
-    def _popular(self, k: int, exclude: frozenset[str]) -> list[ScoredItem]:
+    def _popular(self, k: int, exclude: frozenset[str]) -> list[_Cand]:
         """Catalogue items by observed count; never-observed (cold) items after them."""
         total = self._pop_total or 1
-        ranked: list[str] = []
+        ranked: list[int] = []
         ids = self._ids
         for row in self._pop_rank:
-            iid = ids[row]
-            if iid not in exclude:
-                ranked.append(iid)
+            if ids[row] not in exclude:
+                ranked.append(row)
                 if len(ranked) == k:
                     break
+        counts = self._counts
         return [
-            ScoredItem(iid, self._pop[iid] / total, "popular now")
-            if self._pop.get(iid)
-            else ScoredItem(iid, 0.0, "new in the catalogue")
-            for iid in ranked
+            (row, int(counts[row]) / total, None, "popular now")
+            if counts[row]
+            else (row, 0.0, None, "new in the catalogue")
+            for row in ranked
         ]
 
     def _neighbours(self, src: str, now: float) -> tuple[np.ndarray, np.ndarray]:
@@ -190,23 +204,23 @@ class PopularityCooccurrenceScorer:
         self._dirty.discard(src)
         return idx, w
 
-    def _score_one(self, req: ScoreRequest, k: int) -> list[ScoredItem]:
+    def _score_one(self, req: ScoreRequest, k: int) -> list[_Cand]:
         if not req.adjust:
             return self._ranked(req, k)
         # Feedback signals: rank more candidates (and the liked items) with the adjustments
         # in units of the candidates' score spread.
-        cands = {x.item_id: x for x in self._ranked(req, k + len(req.adjust))}
+        cands = {self._ids[x[0]]: x for x in self._ranked(req, k + len(req.adjust))}
         banned = req.exclude | set(req.history)
-        floor = min((x.score for x in cands.values()), default=0.0)
+        floor = min((x[1] for x in cands.values()), default=0.0)
         for iid, a in req.adjust.items():
             if a > 0 and iid not in cands and iid in self._titles and iid not in banned:
-                cands[iid] = ScoredItem(iid, floor, "you showed interest in it")
-        spread = float(np.std([x.score for x in cands.values()])) or 1.0
-        adjusted = {iid: x.score + req.adjust.get(iid, 0.0) * spread for iid, x in cands.items()}
+                cands[iid] = (self._index[iid], floor, None, "you showed interest in it")
+        spread = float(np.std([x[1] for x in cands.values()])) or 1.0
+        adjusted = {iid: x[1] + req.adjust.get(iid, 0.0) * spread for iid, x in cands.items()}
         best = sorted(cands, key=lambda iid: (-adjusted[iid], iid))[:k]
-        return [ScoredItem(iid, adjusted[iid], cands[iid].reason) for iid in best]
+        return [(cands[iid][0], adjusted[iid], cands[iid][2], cands[iid][3]) for iid in best]
 
-    def _ranked(self, req: ScoreRequest, k: int) -> list[ScoredItem]:
+    def _ranked(self, req: ScoreRequest, k: int) -> list[_Cand]:
         """The top ``k`` co-occurrence candidates (ties by catalogue row), then popularity.
 
         Array operations over the catalogue's rows: per-candidate Python ran for every item
@@ -221,7 +235,7 @@ class PopularityCooccurrenceScorer:
             idx, w = self._neighbours(src, now)
             if len(idx):
                 parts.append((pos, idx, w * 0.5 ** (len(recent) - 1 - pos)))  # latest: most
-        out: list[ScoredItem] = []
+        out: list[_Cand] = []
         index = self._index
         banned = [index[i] for i in req.exclude.union(req.history) if i in index]
         if parts:
@@ -242,15 +256,13 @@ class PopularityCooccurrenceScorer:
                 dense = np.zeros((len(recent), n))
                 for pos, idx, w in parts:
                     dense[pos, idx] = w
-                by_source = dense[:, top]
-                best = by_source.argmax(axis=0)  # ties: the older item, as listed
-                titles, ids = self._titles, self._ids
+                best = dense[:, top].argmax(axis=0)  # ties: the older item, as listed
                 out = [
-                    ScoredItem(ids[j], float(scores[j]),
-                               f"because you watched {titles.get(recent[b], recent[b])}")
-                    for j, b in zip(top.tolist(), best.tolist(), strict=True)
+                    (j, s, recent[b], None)
+                    for j, s, b in zip(top.tolist(), scores[top].tolist(), best.tolist(),
+                                       strict=True)
                 ]  # fmt: skip
         if len(out) < k:
-            have = req.exclude | set(req.history) | {x.item_id for x in out}
+            have = req.exclude | set(req.history) | {self._ids[x[0]] for x in out}
             out.extend(self._popular(k - len(out), frozenset(have)))
         return out

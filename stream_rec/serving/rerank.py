@@ -117,15 +117,31 @@ def rerank(
     if lam == 0.0:  # long tail alone: a re-sort of the pool
         return np.argsort(-base, axis=1, kind="stable")[:, :k]
     vecs = unit[cand]  # [B, P, D]
-    sims = np.matmul(vecs, vecs.transpose(0, 2, 1))  # [B, P, P]
+    # lam x cosine: the same products as lam x (max cosine), taken once
+    sims = lam * np.matmul(vecs, vecs.transpose(0, 2, 1))  # [B, P, P]
+    if b == 1:  # one request (one-event batches): plain 1-D steps, no row indexing
+        return _mmr_row(base[0], sims[0], lam, k)[None, :]
     rows = np.arange(b)
-    nearest = np.full((b, p), -1.0, dtype=np.float32)  # max cosine to the chosen (none yet)
+    nearest = np.full((b, p), -lam, dtype=np.float32)  # lam x max cosine to the chosen
     out = np.empty((b, k), dtype=np.int64)
     for slot in range(k):
-        pick = np.argmax(base - lam * nearest, axis=1)
+        pick = np.argmax(base - nearest, axis=1)
         out[:, slot] = pick
         base[rows, pick] = -np.inf
         np.maximum(nearest, sims[rows, pick], out=nearest)
+    return out
+
+
+def _mmr_row(base: np.ndarray, sims: np.ndarray, lam: np.float32, k: int) -> np.ndarray:
+    """:func:`rerank`'s greedy loop for one pool: ``base`` [P] (changed in place), ``sims``
+    [P, P] already times ``lam``."""
+    nearest = np.full(len(base), -lam, dtype=np.float32)
+    out = np.empty(k, dtype=np.int64)
+    for slot in range(k):
+        pick = int(np.argmax(base - nearest))
+        out[slot] = pick
+        base[pick] = -np.inf
+        np.maximum(nearest, sims[pick], out=nearest)
     return out
 
 

@@ -193,7 +193,7 @@ def test_fallback_vectorised_ranking_is_the_per_candidate_one(
             excl = frozenset(rng.sample(items[:50], 3))
             for k in (1, 10, 40):
                 req = ScoreRequest(user, list(h), excl, {})
-                got = s._ranked(req, k)
+                got = s._served(s._ranked(req, k))
                 want = _ranked_reference(s, req, k)
                 assert [(x.item_id, x.score, x.reason) for x in got] == [
                     (x.item_id, x.score, x.reason) for x in want

@@ -69,6 +69,9 @@ def test_matches_the_reference_mmr_on_random_pools() -> None:
         for row in range(5):
             want = reference_mmr(rel[row], unit[cand[row]], head[cand[row]], k, d, t)
             assert pos[row].tolist() == want, (d, t, row)
+            # a batch of one request takes the 1-D path: the same answer
+            one = rerank(cand[row : row + 1], rel[row : row + 1], unit, head, k, RerankParams(d, t))
+            assert one.tolist() == [want], (d, t, row)
 
 
 def test_diversity_passes_over_a_near_duplicate() -> None:
