@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from stream_rec.serving.rerank import (
     ATTR_DIM,
-    HeadCache,
+    HEAD_SHARE,
     RerankParams,
     attribute_vector,
     rerank,
@@ -47,19 +48,20 @@ class PopularityCooccurrenceScorer:
         # Item vectors of the re-ranker's diversity: the items' attributes, hashed (no model);
         # kept only while diversity is on (catalogue x ATTR_DIM floats).
         self._attr = np.zeros((0, ATTR_DIM), dtype=np.float32)
-        self._head = HeadCache()
-        self._head_stale = True  # counts changed since the head was computed
+        # The long tail's head (1.0 per head row): the first HEAD_SHARE of the popularity
+        # ranking below, among items observed at least once, kept as the ranking moves.
+        self._head = np.zeros(0, dtype=np.float32)
         self._titles: dict[str, str] = {}
         self._pop: Counter[str] = Counter()
         self._pop_total = 0
         # Popularity ranking of the catalogue (count, then id, both descending) as rows of
-        # ``self._ids``: rebuilt at most once per ``score`` call, after counts or the catalogue
-        # changed, by one lexsort of per-row arrays (ranking the whole catalogue in Python per
-        # request was most of this scorer's cost).
+        # ``self._ids``, kept sorted as counts grow: an observation moves its item up by two
+        # binary searches (re-sorting the catalogue per request cost more than the scoring).
+        # Rebuilt by one lexsort when the catalogue grows.
         self._counts = np.zeros(0, dtype=np.int64)  # observed count per catalogue row
-        self._id_rank = np.zeros(0, dtype=np.int64)  # row's place in the ids' string order
+        self._count_of: list[int] = []  # the same counts as Python ints (the sort keys)
+        self._id_rank: list[int] = []  # row's place in the ids' string order
         self._pop_rank: list[int] = []
-        self._pop_stale = True
         self._co: dict[str, Counter[str]] = {}
         self._index: dict[str, int] = {}  # catalogue item → row in self._ids
         self._ids: list[str] = []
@@ -91,13 +93,16 @@ class PopularityCooccurrenceScorer:
                     self._ids.append(it.item_id)
                     self._dirty.update(self._co.get(it.item_id, ()))
             if len(self._ids) > n_old:
-                new = self._ids[n_old:]
-                counts = np.fromiter((self._pop.get(i, 0) for i in new), np.int64, len(new))
-                self._counts = np.concatenate([self._counts, counts])
+                self._count_of += [self._pop.get(i, 0) for i in self._ids[n_old:]]
+                self._counts = np.array(self._count_of, dtype=np.int64)
                 by_id = sorted(range(len(self._ids)), key=self._ids.__getitem__)
-                self._id_rank = np.empty(len(self._ids), dtype=np.int64)
-                self._id_rank[by_id] = np.arange(len(self._ids))
-                self._pop_stale = self._head_stale = True
+                id_rank = np.empty(len(self._ids), dtype=np.int64)
+                id_rank[by_id] = np.arange(len(self._ids))
+                self._id_rank = id_rank.tolist()
+                self._pop_rank = np.lexsort((-id_rank, -self._counts)).tolist()
+                top = np.asarray(self._pop_rank[: self._head_size()], dtype=np.int64)
+                self._head = np.zeros(len(self._ids), dtype=np.float32)
+                self._head[top] = self._counts[top] > 0
             if vecs:
                 attr = np.zeros((len(self._ids), ATTR_DIM), np.float32)
                 attr[: len(self._attr)] = self._attr
@@ -113,8 +118,7 @@ class PopularityCooccurrenceScorer:
             self._pop_total += 1
             row = self._index.get(item_id)
             if row is not None:
-                self._counts[row] += 1
-                self._pop_stale = self._head_stale = True
+                self._count_up(row)
             for prev in history[-_WINDOW:]:
                 if prev == item_id:
                     continue
@@ -125,11 +129,33 @@ class PopularityCooccurrenceScorer:
                     if len(nb) > 2 * _MAX_NEIGHBOURS:
                         self._co[a] = Counter(dict(nb.most_common(_MAX_NEIGHBOURS)))
 
+    def _count_up(self, row: int) -> None:
+        """One more observation of catalogue ``row``: its count, and its place in the ranking
+        (keys are unique, so the row is found by its key and moves ahead of every row that
+        its new count now beats)."""
+        count_of, id_rank, order = self._count_of, self._id_rank, self._pop_rank
+
+        def key(r: int) -> tuple[int, int]:
+            return -count_of[r], -id_rank[r]
+
+        at = bisect_left(order, key(row), key=key)
+        count_of[row] += 1
+        self._counts[row] += 1
+        to = bisect_left(order, key(row), 0, at, key=key)
+        if to < at:
+            del order[at]
+            order.insert(to, row)
+        m = self._head_size()
+        if to < m:
+            self._head[row] = 1.0
+            if at >= m:  # it took a head place: the row it pushed out leaves the head
+                self._head[order[m]] = 0.0
+
+    def _head_size(self) -> int:
+        return math.ceil(HEAD_SHARE * len(self._ids))
+
     def score(self, requests: Sequence[ScoreRequest], k: int) -> list[list[ScoredItem]]:
         with self._lock:
-            if self._pop_stale:
-                self._pop_rank = np.lexsort((-self._id_rank, -self._counts)).tolist()
-                self._pop_stale = False
             if not self._rerank.on:
                 return [self._served(self._score_one(r, k)) for r in requests]
             pools = [self._score_one(r, max(k, self._rerank.pool)) for r in requests]
@@ -157,9 +183,7 @@ class PopularityCooccurrenceScorer:
         for row, items in enumerate(pools):
             cand[row, : len(items)] = [x[0] for x in items]
             rel[row, : len(items)] = -np.arange(len(items), dtype=np.float32)
-        head = self._head.get(self._counts, self._head_stale)
-        self._head_stale = False
-        pos = rerank(cand, rel, self._attr, head, k, self._rerank)  # no vectors read at 0
+        pos = rerank(cand, rel, self._attr, self._head, k, self._rerank)  # no vectors read at 0
         return [
             [items[j] for j in row if j < len(items)]
             for items, row in zip(pools, pos.tolist(), strict=True)
@@ -175,9 +199,9 @@ class PopularityCooccurrenceScorer:
                 ranked.append(row)
                 if len(ranked) == k:
                     break
-        counts = self._counts
+        counts = self._count_of
         return [
-            (row, int(counts[row]) / total, None, "popular now")
+            (row, counts[row] / total, None, "popular now")
             if counts[row]
             else (row, 0.0, None, "new in the catalogue")
             for row in ranked
@@ -193,13 +217,11 @@ class PopularityCooccurrenceScorer:
         if cached is not None and (src not in self._dirty or now - cached[0] < _REFRESH_S):
             return cached[1], cached[2]
         nb = self._co.get(src)
-        ids = [c for c in nb if c in self._titles] if nb else []
-        idx = np.fromiter((self._index[c] for c in ids), dtype=np.int64, count=len(ids))
-        w = np.fromiter(
-            (nb[c] / math.sqrt(self._pop[c] or 1) for c in ids) if nb else (),
-            dtype=np.float64,
-            count=len(ids),
-        )
+        index = self._index
+        pairs = [(index[c], n) for c, n in nb.items() if c in index] if nb else []
+        both = np.array(pairs, dtype=np.int64).reshape(len(pairs), 2)
+        idx = both[:, 0]
+        w = both[:, 1] / np.sqrt(np.maximum(self._counts[idx], 1))
         self._nb_cache[src] = (now, idx, w)
         self._dirty.discard(src)
         return idx, w

@@ -107,13 +107,21 @@ def rerank(
         return np.tile(np.arange(k), (b, 1))
     rel = np.asarray(relevance, dtype=np.float32)
     valid = np.isfinite(rel)
-    lo = np.where(valid, rel, np.inf).min(axis=1, keepdims=True)
-    hi = np.where(valid, rel, -np.inf).max(axis=1, keepdims=True)
-    span = np.where(hi > lo, hi - lo, 1.0)
-    scaled = np.where(valid, (rel - np.where(valid.any(axis=1, keepdims=True), lo, 0.0)) / span, 0)
     lam = np.float32(params.diversity)
-    base = (1.0 - lam) * (scaled - np.float32(params.long_tail) * head[cand])
-    base = np.where(valid, base, _NOT_A_CANDIDATE).astype(np.float32)
+    tail = np.float32(params.long_tail) * head[cand]
+    if valid.all():  # the usual pool: every slot a candidate (fewer steps, same figures)
+        lo = rel.min(axis=1, keepdims=True)
+        hi = rel.max(axis=1, keepdims=True)
+        base = ((1.0 - lam) * ((rel - lo) / np.where(hi > lo, hi - lo, 1.0) - tail)).astype(
+            np.float32
+        )
+    else:
+        lo = np.where(valid, rel, np.inf).min(axis=1, keepdims=True)
+        hi = np.where(valid, rel, -np.inf).max(axis=1, keepdims=True)
+        span = np.where(hi > lo, hi - lo, 1.0)
+        lo = np.where(valid.any(axis=1, keepdims=True), lo, 0.0)
+        scaled = np.where(valid, (rel - lo) / span, 0)
+        base = np.where(valid, (1.0 - lam) * (scaled - tail), _NOT_A_CANDIDATE).astype(np.float32)
     if lam == 0.0:  # long tail alone: a re-sort of the pool
         return np.argsort(-base, axis=1, kind="stable")[:, :k]
     vecs = unit[cand]  # [B, P, D]

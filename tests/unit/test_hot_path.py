@@ -162,7 +162,7 @@ def _ranked_reference(s: PopularityCooccurrenceScorer, req: ScoreRequest, k: int
                 break
     if len(out) < k:
         have = req.exclude | set(req.history) | {x.item_id for x in out}
-        out.extend(s._popular(k - len(out), frozenset(have)))
+        out.extend(s._served(s._popular(k - len(out), frozenset(have))))
     return out
 
 
@@ -214,3 +214,31 @@ def test_bench_cpu_seconds_counts_this_process_work() -> None:
         pass
     spent = cpu_seconds(os.getpid()) - before
     assert 0.2 <= spent <= 5.0
+
+
+def test_fallback_ranking_and_head_kept_as_counts_grow() -> None:
+    """The popularity ranking and the long tail's head, kept in place per observation, are
+    what sorting the counts from scratch gives after every step, also as the catalogue grows."""
+    import math
+    import random
+
+    import numpy as np
+
+    rng = random.Random(3)
+    s = PopularityCooccurrenceScorer()
+    items = [f"i{n:03d}" for n in range(120)]
+    s.upsert_items([CatalogItem(i, i) for i in items[:80]])
+    counts: dict[str, int] = {}
+    for step in range(1500):
+        if step == 700:
+            s.upsert_items([CatalogItem(i, i) for i in items[80:]])
+        item = items[min(int(rng.expovariate(1 / 25)), 119)]
+        s.observe("u", [], item, "view")
+        counts[item] = counts.get(item, 0) + 1
+        ids = s._ids
+        want = sorted(range(len(ids)), key=ids.__getitem__, reverse=True)  # ties: id, desc
+        want.sort(key=lambda r: -counts.get(ids[r], 0))  # stable: by count, desc
+        assert s._pop_rank == want
+        m = math.ceil(0.2 * len(ids))
+        head = {ids[r] for r in want[:m] if counts.get(ids[r], 0) > 0}
+        assert {ids[r] for r in np.flatnonzero(s._head)} == head
