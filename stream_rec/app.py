@@ -28,6 +28,7 @@ from stream_rec.metrics import Metrics
 from stream_rec.serving.fallback import PopularityCooccurrenceScorer
 from stream_rec.serving.rerank import RerankParams
 from stream_rec.serving.scorer import CatalogItem, Scorer, serving_state
+from stream_rec.serving.shadow import ShadowBook
 from stream_rec.settings import ConfigError, Settings
 from stream_rec.tables import Tables, create_tables
 from stream_rec.topics import Topics
@@ -59,6 +60,7 @@ class Pipeline:
     catalog: dict[str, CatalogItem] = field(default_factory=dict)
     catalog_size: int = 0
     catalog_caught_up: bool = False
+    shadow: ShadowBook = field(default_factory=lambda: ShadowBook(0.0))  # the candidate, if any
     data_lock: Any = None  # held for the worker's life: one worker per data folder
     started_at: float = 0.0  # when the process had imported its code (the status page)
 
@@ -325,6 +327,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
         scorer=holder,
         executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer"),
         tables=create_tables(app, settings),
+        shadow=ShadowBook(settings.shadow_share),
         data_lock=data_lock,
         started_at=started_at,
     )

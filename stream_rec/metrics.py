@@ -12,7 +12,17 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Stages of one event in ``score_behavior`` (``stream_rec_stage_seconds_total{stage}``); what
 # each covers is listed in :mod:`stream_rec.bench.pipeline`, which reads them under ``--profile``.
-STAGES = ("wait", "decode", "session", "score", "encode", "produce", "rec_context", "metrics")
+STAGES = (
+    "wait",
+    "decode",
+    "session",
+    "score",
+    "encode",
+    "produce",
+    "rec_context",
+    "metrics",
+    "shadow",
+)
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 

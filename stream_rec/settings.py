@@ -259,6 +259,26 @@ class Settings(BaseSettings):
     promote_tolerance: float = Field(
         0.0, ge=0, description="A candidate may be this much worse (NDCG@10) and still promoted."
     )
+    shadow_share: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Share of behaviour events a fine-tuned candidate also scores in shadow on "
+        "the workers before promotion (stream_rec.serving.shadow); 0 = off: the offline gate "
+        "alone promotes.",
+    )
+    shadow_min_events: int = Field(
+        200,
+        ge=1,
+        description="Shadow events (judged by the user's next event) before the trainer decides: "
+        "promote, or refuse a candidate whose online HR@10 is worse beyond noise.",
+    )
+    shadow_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="A candidate without enough shadow events after this long is refused (never "
+        "promoted without online evidence while the shadow check is on).",
+    )
     replay_examples: int = Field(
         5000, ge=0, description="Older examples kept and mixed into each incremental fine-tune."
     )

@@ -79,6 +79,8 @@ async def replicate_catalog(
         # Not on the scoring thread: embedding new items from text can take a while, and
         # scorers keep a consistent catalogue under concurrent reads (Scorer contract).
         await loop.run_in_executor(None, scorer.upsert_items, list(items.values()))
+        if (candidate := pipeline.shadow.scorer) is not None:  # same catalogue in shadow
+            await loop.run_in_executor(None, candidate.upsert_items, list(items.values()))
         n = getattr(scorer, "n_items", None)
         pipeline.catalog_size = n if isinstance(n, int) else pipeline.catalog_size + len(items)
         pipeline.metrics.catalog_items.set(pipeline.catalog_size)

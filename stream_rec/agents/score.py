@@ -248,6 +248,10 @@ def register(pipeline: Pipeline) -> None:
         clock.lap("session")
         if not jobs:
             return
+        book = pipeline.shadow
+        if book.active:  # each event judges its user's lists waiting in shadow, if any
+            for job in jobs:
+                book.judge(job.event.user_id, job.event.item_id)
         scorer = pipeline.scorer.current  # one model for the whole batch
         try:
             if dispatch.inline(scorer, len(jobs)):
@@ -302,6 +306,42 @@ def register(pipeline: Pipeline) -> None:
         for job in served:
             observe_e2e(max(0.0, now - job.event.ts))
         metrics.recommendations.inc(len(served))
+        if book.active:
+            clock.lap("metrics")
+            await shadow_score(jobs, served, items_of)
+            clock.lap("shadow")
+
+    async def shadow_score(
+        jobs: Sequence[Job], served: Sequence[Job], items_of: Sequence[list[ScoredItem]]
+    ) -> None:
+        """The candidate in shadow scores the chosen events' requests (after their
+        recommendations are handed over: it never delays them) and remembers both lists."""
+        book = pipeline.shadow
+        picked = [(j, items) for j, items in zip(served, items_of, strict=True)
+                  if book.chosen(j.rec_id)]  # fmt: skip
+        candidate = book.scorer
+        if not picked or candidate is None:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            ranked = await loop.run_in_executor(
+                pipeline.executor, candidate.score, [j.request for j, _ in picked], settings.top_k
+            )
+        except Exception:  # noqa: BLE001 - a candidate's failure must not touch serving
+            log.exception("shadow scoring with candidate %s failed", book.version)
+            return
+        if book.scorer is not candidate:  # withdrawn or promoted meanwhile
+            return
+        following: dict[str, str | None] = {}  # rec_id -> the user's next item in this batch
+        later: dict[str, str] = {}
+        for job in reversed(jobs):
+            following[job.rec_id] = later.get(job.event.user_id)
+            later[job.event.user_id] = job.event.item_id
+        for (job, items), theirs in zip(picked, ranked, strict=True):
+            user = job.event.user_id
+            book.remember(user, [x.item_id for x in items], [x.item_id for x in theirs])
+            if (item := following[job.rec_id]) is not None:
+                book.judge(user, item)
 
 
 async def withhold_empty(

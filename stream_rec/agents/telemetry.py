@@ -239,6 +239,8 @@ def register(pipeline: Pipeline) -> None:
             lag=last_lag,
             serving=serving_state(pipeline.scorer.current.version, settings.model_path),
         )
+        if (shadow := pipeline.shadow.snapshot()) is not None:
+            snap["shadow"] = shadow  # the candidate's figures so far (the trainer decides)
         try:
             await topic.send(key=me.encode(), value=encode(snap, settings.output_codec))
         except Exception as exc:  # noqa: BLE001 - telemetry must never stop a worker

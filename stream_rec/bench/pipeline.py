@@ -77,6 +77,8 @@ STAGES: dict[str, str] = {
     "produce": "recommendations handed to the producer",
     "rec_context": "rec_context read, update and write (RocksDB + changelog enqueue)",
     "metrics": "Prometheus counters and histograms",
+    "shadow": "a candidate version scoring a share of events in shadow (only while the "
+    "trainer checks one)",
     "score: of which in the scorer": "the scorer's own time in the scoring thread (score(), "
     "not observe()); the rest of 'score' is the loop's other tasks meanwhile and the hand-off",
 }

@@ -63,6 +63,17 @@ class SimResult:
     blocks: list[tuple[int, float]] = field(default_factory=list)  # (events so far, HR@10)
     versions: dict[str, float] = field(default_factory=dict)  # version → first emitted_ts
     announcements: dict[str, float] = field(default_factory=dict)  # version → window closed_at
+    trainings: list[dict[str, Any]] = field(default_factory=list)  # the trainer's fine-tune results
+
+    def shadow_decisions(self) -> list[dict[str, Any]]:
+        """Each fine-tune decided by a shadow check: its outcome and online figures."""
+        keep = ("judged", "hr10_serving", "hr10_candidate", "z", "seconds")
+        return [
+            {"window": t.get("window"), "outcome": t.get("outcome"),
+             **{k: t["shadow"].get(k) for k in keep}}
+            for t in self.trainings
+            if isinstance(t.get("shadow"), dict)
+        ]  # fmt: skip
 
     @property
     def hr10(self) -> float:
@@ -93,6 +104,7 @@ async def run_simulation(
     from aiokafka import AIOKafkaConsumer
 
     from stream_rec.records import decode_announcement
+    from stream_rec.schemas import decode_output
 
     topics = Topics(settings.topic_prefix)
     # Each event's place in its user's sequence, and that user's full sequence.
@@ -111,7 +123,8 @@ async def run_simulation(
     n_counted = len(events) - len(warm_up)
     res = SimResult(label)
     consumer = AIOKafkaConsumer(
-        topics.recommendations, topics.model_updates, bootstrap_servers=settings.bootstrap_list,
+        topics.recommendations, topics.model_updates, topics.metrics,
+        bootstrap_servers=settings.bootstrap_list,
         group_id=None, auto_offset_reset="earliest", **settings.kafka_client_kwargs(),
     )  # fmt: skip
     producer: Any = kafka_producer(settings, linger_ms=5)
@@ -142,6 +155,10 @@ async def run_simulation(
                         ann = decode_announcement(r.value)
                         if ann and ann.get("closed_at"):
                             res.announcements[ann["version"]] = float(ann["closed_at"])
+                        continue
+                    if tp.topic == topics.metrics:
+                        if r.key == b"trainer":  # the trainer's result of one run
+                            res.trainings.append(decode_output(r.value))
                         continue
                     rec = decode_recommendation(r.value)
                     key = (rec.user_id, rec.event_ts)
@@ -337,6 +354,7 @@ def simulate(base: Settings, ds: Dataset, *, registry: Path, users: int | None,
         "ratio_finetunes": ratio(learning, signals),
         **{f"{m}_blocks": r.blocks for m, r in runs.items()},
         "promoted_versions": sorted(learning.announcements),
+        "shadow_decisions": learning.shadow_decisions(),
         "freshness_s": fresh,
         "window_examples": base.window_examples,
         "feedback_boost": base.feedback_boost,
@@ -351,6 +369,16 @@ def simulate(base: Settings, ds: Dataset, *, registry: Path, users: int | None,
     for n, _ in frozen.blocks:
         t.add_row(str(n), *(f"{by_mode[m][n]:.4f}" if n in by_mode[m] else "" for m in MODES))
     console.print(t)
+    if shadow := learning.shadow_decisions():
+        t = Table(title="shadow checks of the fine-tunes (learning run)")
+        for col in ("window", "outcome", "events judged", "HR@10 serving", "HR@10 candidate",
+                    "z", "s"):  # fmt: skip
+            t.add_column(col, justify="right")
+        for d in shadow:
+            t.add_row(*(str(d[k]) if not isinstance(d[k], float) else f"{d[k]:.3f}"
+                        for k in ("window", "outcome", "judged", "hr10_serving",
+                                  "hr10_candidate", "z", "seconds")))  # fmt: skip
+        console.print(t)
     console.print(
         f"overall HR@10 frozen {frozen.hr10:.4f}, signals {signals.hr10:.4f}, learning "
         f"{learning.hr10:.4f}: learning/frozen {result['ratio']:.3f} (signals/frozen "

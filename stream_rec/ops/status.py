@@ -22,8 +22,9 @@ from rich.console import Console
 from rich.table import Table
 
 from stream_rec import topics as T
-from stream_rec.records import SNAPSHOT_KIND, TRAINING_RESULT_KIND
+from stream_rec.records import CANDIDATE_KEY, SNAPSHOT_KIND, TRAINING_RESULT_KIND, decode_candidate
 from stream_rec.schemas import InvalidEvent, decode_output
+from stream_rec.serving.shadow import verdict
 from stream_rec.settings import Settings
 
 # How many of the newest messages of the metrics / model-updates topics are read.
@@ -67,7 +68,7 @@ def _model_update(messages: Sequence[tuple[bytes | None, bytes | None, int]]) ->
     """The newest decodable announcement: its version, metrics and other small fields."""
     for key, value, offset in reversed(messages):
         obj = _decode(value)
-        if obj is None:
+        if obj is None or key == CANDIDATE_KEY:
             continue
         out: dict[str, Any] = {
             "offset": offset,
@@ -76,6 +77,23 @@ def _model_update(messages: Sequence[tuple[bytes | None, bytes | None, int]]) ->
         out.update({k: v for k, v in obj.items() if _small(v)})
         return out
     return None
+
+
+def _shadow(settings: Settings, raw: RawCluster, workers: Mapping[str, Any]) -> Any:
+    """The candidate in shadow (newest ``candidate`` record) and the workers' figures for it,
+    summed, with the trainer's rule applied to them so far; None without a candidate."""
+    candidate = None
+    for key, value, _ in raw.model_updates:  # oldest first: the newest wins
+        if key == CANDIDATE_KEY:
+            candidate = decode_candidate(value)[1]
+    if candidate is None:
+        return None
+    stats = [
+        w["shadow"] for w in workers.values()
+        if isinstance(w.get("shadow"), dict) and w["shadow"].get("candidate") == candidate
+    ]  # fmt: skip
+    decision, figures = verdict(stats, settings.shadow_min_events)
+    return {"candidate": candidate, "decision_so_far": decision, **figures}
 
 
 def build_status(settings: Settings, raw: RawCluster, now: float) -> dict[str, Any]:
@@ -156,6 +174,7 @@ def build_status(settings: Settings, raw: RawCluster, now: float) -> dict[str, A
         "catalog_items": newest.get("catalog_items") if newest else None,
         "workers": workers,
         "last_training": _model_update(raw.model_updates),
+        "shadow": _shadow(settings, raw, workers),
         "last_training_run": training_run,
     }
 
@@ -317,5 +336,13 @@ def render(doc: dict[str, Any], console: Console) -> None:
         console.print("last model announced: none on model-updates")
     else:
         console.print(f"last model announced: {tr}")
+    sh = doc.get("shadow")
+    if sh is not None:
+        console.print(
+            f"shadow check of [cyan]{sh['candidate']}[/cyan] on {sh['workers']} worker(s): "
+            f"{sh['judged']}/{sh['min_events']} events judged, online HR@10 serving "
+            f"{_fmt(sh['hr10_serving'], '.4f')} vs candidate {_fmt(sh['hr10_candidate'], '.4f')}"
+            f" (z {sh['z']:.2f}): {sh['decision_so_far']}"
+        )
     if doc["last_training_run"] is not None:
         console.print(f"last training run: {doc['last_training_run']}")

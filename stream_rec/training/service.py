@@ -11,11 +11,15 @@ Two loops over Kafka, each committing only what it has finished with (at-least-o
 * **training** — consumes ``training-requests``; for each: positives become next-item
   sequences, the newest 20 % are held out; :func:`stream_rec.model.lora.finetune_incremental`
   fine-tunes LoRA adapters on the rest plus a replay sample of older windows, and the
-  candidate is promoted only if its held-out NDCG@10 (and, when the base version ships
-  validation targets, theirs) is not worse than the serving model's by more than
-  ``promote_tolerance``. Promotion = a registry version written atomically (ONNX export with
-  the parity check) + an announcement on ``model-updates`` that every worker follows. A
-  failed, crashed or rejected run changes nothing that is served.
+  candidate passes the offline gate only if its held-out NDCG@10 is not worse than the serving
+  model's by more than ``promote_tolerance``. It is then written to the registry (ONNX export
+  with the parity check) but not made current: with ``STREAM_REC_SHADOW_SHARE`` > 0 it is first
+  announced as the *candidate*, every worker scores a share of live events with it in shadow
+  (:mod:`stream_rec.serving.shadow`), and :func:`shadow_check` promotes it once enough events
+  are judged, or refuses it when its online HR@10 is worse beyond noise (or the evidence does
+  not come in time). Promotion = the registry's current version + an announcement on
+  ``model-updates`` that every worker follows. A failed, crashed or refused run changes
+  nothing that is served.
 * **full training** — with an empty registry, the first model is trained from the ``items`` and
   ``behavior`` topics once enough behaviour arrived (bootstrap), and later the model is retrained
   in full on schedule, through the same gate (:mod:`stream_rec.training.full`). One training run
@@ -76,9 +80,10 @@ class TrainerMetrics:
 
 @dataclass
 class Outcome:
-    outcome: str  # promoted | rejected | failed | skipped
+    outcome: str  # promoted | rejected | failed | skipped | candidate (passed the offline gate)
     version: str | None
     detail: dict[str, Any]
+    folder: Path | None = None  # a candidate's registry folder (not current yet)
 
 
 def ndcg_at_k(scores: np.ndarray, histories: Sequence[Sequence[int]], targets: Sequence[int],
@@ -173,11 +178,20 @@ class Trainer:
             detail["reason"] = f"the exported version fails its check: {exc}"
             shutil.rmtree(new_dir, ignore_errors=True)  # nothing may resolve to it
             return Outcome("failed", None, detail)
-        registry.set_current(self.root, new_dir.name)
+        version = registry.read_manifest(new_dir)["version"]
+        if self.settings.shadow_share > 0:  # online evidence first (shadow_check)
+            return Outcome("candidate", version, detail, new_dir)
+        self.make_current(new_dir, detail)
+        return Outcome("promoted", version, detail)
+
+    def make_current(self, folder: Path, detail: dict[str, Any]) -> None:
+        """``folder`` becomes the registry's current version; old versions are pruned."""
+        from stream_rec.model import registry
+
+        registry.set_current(self.root, folder.name)
         pruned = registry.prune(self.root, self.settings.registry_keep)
         if pruned:
             detail["pruned"] = len(pruned)
-        return Outcome("promoted", registry.read_manifest(new_dir)["version"], detail)
 
     def _remember(self, seqs: list[list[str]]) -> None:
         self.replay.extend(seqs)
@@ -207,6 +221,84 @@ class Trainer:
         return gate
 
 
+async def shadow_check(
+    settings: Settings, producer: Any, trainer: Trainer, out: Outcome, poll_s: float = 1.0
+) -> Outcome:
+    """Promote or refuse a candidate (``out.outcome == "candidate"``) on online evidence.
+
+    Announces it as the candidate, then sums the workers' newest shadow figures for it from
+    their snapshots on the metrics topic until :func:`~stream_rec.serving.shadow.verdict`
+    decides, or ``shadow_timeout_s`` passes (refused: never promoted without evidence). A
+    promoted candidate becomes the registry's current version (the caller announces it); a
+    refused one is deleted. Either way the candidate record is cleared afterwards (after the
+    caller's announcement for a promotion, so workers swap in the scorer they already hold).
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from stream_rec.records import announce_candidate
+    from stream_rec.serving.shadow import verdict
+
+    assert out.version is not None and out.folder is not None  # noqa: S101 - a candidate
+    topics = Topics(settings.topic_prefix)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_list, group_id=None, enable_auto_commit=False,
+        **settings.kafka_client_kwargs(),
+    )  # fmt: skip
+    await consumer.start()
+    latest: dict[str, dict[str, Any]] = {}
+    t0 = time.monotonic()
+    try:
+        tp = TopicPartition(topics.metrics, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_end(tp)  # older snapshots cannot name this new candidate
+        await announce_candidate(producer, topics.model_updates, out.version)
+        log.info("candidate %s: shadow check on the workers", out.version)
+        decision, figures = verdict([], settings.shadow_min_events)
+        while decision == "wait" and time.monotonic() - t0 < settings.shadow_timeout_s:
+            batches = await consumer.getmany(timeout_ms=int(poll_s * 1000))
+            for rec in (r for recs in batches.values() for r in recs):
+                if (found := _shadow_figures(rec.value, out.version)) is not None:
+                    latest[found[0]] = found[1]
+            decision, figures = verdict(latest.values(), settings.shadow_min_events)
+    finally:
+        await consumer.stop()
+    figures["seconds"] = round(time.monotonic() - t0, 1)
+    detail = out.detail | {"shadow": figures}
+    if decision == "promote":
+        trainer.make_current(out.folder, detail)
+        return Outcome("promoted", out.version, detail, out.folder)
+    if decision == "wait":
+        detail["reason"] = (
+            f"shadow check: {figures['judged']} of {settings.shadow_min_events} events judged "
+            f"in {settings.shadow_timeout_s:g} s"
+        )
+    else:
+        detail["reason"] = (
+            f"shadow check: online HR@10 {figures['hr10_candidate']:.4f} vs serving "
+            f"{figures['hr10_serving']:.4f} over {figures['judged']} events (z {figures['z']:.2f})"
+        )
+    await announce_candidate(producer, topics.model_updates, None)
+    shutil.rmtree(out.folder, ignore_errors=True)  # nothing may resolve to it
+    return Outcome("rejected", None, detail)
+
+
+def _shadow_figures(raw: bytes | None, candidate: str) -> tuple[str, dict[str, Any]] | None:
+    """(worker, shadow figures) of a worker snapshot that holds ``candidate``'s, else None."""
+    from stream_rec.records import SNAPSHOT_KIND
+    from stream_rec.schemas import decode_output
+
+    try:
+        snap = decode_output(raw or b"")
+    except Exception:  # noqa: BLE001 - a garbled record is no snapshot
+        return None
+    if not isinstance(snap, dict) or snap.get("kind") != SNAPSHOT_KIND:
+        return None
+    shadow = snap.get("shadow")
+    if isinstance(shadow, dict) and shadow.get("candidate") == candidate:
+        return str(snap.get("worker")), shadow
+    return None
+
+
 def decode_request(raw: bytes | None) -> dict[str, Any]:
     """A training request; a garbled one becomes an empty request (skipped, not fatal)."""
     try:
@@ -231,6 +323,7 @@ async def run_trainer(settings: Settings, *, once: bool = False, full_poll_s: fl
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     from stream_rec.records import announce as send_announcement
+    from stream_rec.records import announce_candidate
     from stream_rec.schemas import encode
 
     if settings.model_path is None:
@@ -335,6 +428,8 @@ async def run_trainer(settings: Settings, *, once: bool = False, full_poll_s: fl
             try:
                 async with train_lock:
                     out = await loop.run_in_executor(None, trainer.run, req)
+                    if out.outcome == "candidate":
+                        out = await shadow_check(settings, producer, trainer, out)
             except Exception as exc:  # noqa: BLE001 - a crash changes nothing served
                 log.exception("training run failed")
                 out = Outcome("failed", None, {"reason": f"{type(exc).__name__}: {exc}"[:500]})
@@ -353,6 +448,8 @@ async def run_trainer(settings: Settings, *, once: bool = False, full_poll_s: fl
             if out.outcome == "promoted" and out.version:
                 await announce(out.version, window=req["window"], closed_at=req["closed_at"],
                                gate_new=result.get("gate_new"))  # fmt: skip
+                if "shadow" in out.detail:  # workers swap in the candidate they hold
+                    await announce_candidate(producer, topics.model_updates, None)
             await producer.send_and_wait(
                 topics.metrics, encode(result, settings.output_codec), key=b"trainer"
             )

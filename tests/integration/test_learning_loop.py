@@ -148,6 +148,7 @@ def test_feedback_window_promotes_a_model_and_workers_swap_without_restart(
         pipeline, root, STREAM_REC_WINDOW_EXAMPLES="150", STREAM_REC_WINDOW_MIN_EXAMPLES="50",
         STREAM_REC_WINDOW_SECONDS="600", STREAM_REC_FINETUNE_EPOCHS="10",
         STREAM_REC_FINETUNE_LR="0.02", STREAM_REC_PROMOTE_TOLERANCE="0.0",
+        STREAM_REC_SHADOW_SHARE="0",
     )  # fmt: skip
     try:
         before = _probe(pipeline, [f"p{n}" for n in range(16)], 0)
@@ -197,7 +198,7 @@ def test_a_failed_training_leaves_the_serving_model_unchanged(
         pipeline, root, fault, STREAM_REC_WINDOW_EXAMPLES="150",
         STREAM_REC_WINDOW_MIN_EXAMPLES="50", STREAM_REC_WINDOW_SECONDS="600",
         STREAM_REC_FINETUNE_EPOCHS="10", STREAM_REC_FINETUNE_LR="0.02",
-        STREAM_REC_PROMOTE_TOLERANCE="0.0",
+        STREAM_REC_PROMOTE_TOLERANCE="0.0", STREAM_REC_SHADOW_SHARE="0",
     )  # fmt: skip
     try:
         sent = _click_favoured(pipeline, 0)
@@ -226,3 +227,152 @@ def test_a_failed_training_leaves_the_serving_model_unchanged(
     finally:
         trainer.terminate()
         trainer.wait(30)
+
+
+def _candidates(pipeline: Pipeline) -> list[str | None]:
+    """The candidate records on model-updates, oldest first."""
+    from stream_rec.records import CANDIDATE_KEY, decode_candidate
+
+    recs = pipeline.consume("model-updates", 10**6, timeout=3)
+    return [decode_candidate(r.value)[1] for r in recs if r.key == CANDIDATE_KEY]
+
+
+def test_a_candidate_is_checked_in_shadow_on_live_events_before_promotion(
+    pipeline: Pipeline, registry_template: tuple[Path, object]
+) -> None:
+    """The fine-tune that passed the offline gate is announced as the candidate; the worker
+    scores live events with it in shadow and publishes the judged figures in its snapshots;
+    the trainer decides once enough events are judged, and the worker swaps in the candidate
+    it already holds (or drops it), with no candidate left afterwards."""
+    root, v0, w = _serving(
+        pipeline, registry_template, STREAM_REC_LEARN_FROM_BEHAVIOR="false",
+        STREAM_REC_SHADOW_SHARE="1", STREAM_REC_METRICS_INTERVAL_S="1",
+    )  # fmt: skip
+    trainer = _trainer(
+        pipeline, root, STREAM_REC_WINDOW_EXAMPLES="150", STREAM_REC_WINDOW_MIN_EXAMPLES="50",
+        STREAM_REC_WINDOW_SECONDS="600", STREAM_REC_FINETUNE_EPOCHS="10",
+        STREAM_REC_FINETUNE_LR="0.02", STREAM_REC_PROMOTE_TOLERANCE="0.0",
+        STREAM_REC_SHADOW_SHARE="1", STREAM_REC_SHADOW_MIN_EVENTS="40",
+        STREAM_REC_SHADOW_TIMEOUT_S="180",
+    )  # fmt: skip
+    try:
+        sent = _click_favoured(pipeline, 0)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not any(_candidates(pipeline)):
+            assert trainer.poll() is None, (pipeline.tmp / "trainer.log").read_text()[-3000:]
+        candidate = next((c for c in _candidates(pipeline) if c), None)
+        assert candidate is not None, (pipeline.tmp / "trainer.log").read_text()[-3000:]
+        assert (root / "CURRENT").read_text().strip() == v0  # not promoted yet
+        # live traffic: users walking the catalogue, each event judged by the user's next one
+        results: list[dict[str, object]] = []
+        rounds = 0
+        while time.monotonic() < deadline and not results:
+            rounds += 1
+            users = [f"s{rounds}-{n}" for n in range(20)]
+            msgs = [(u.encode(), behavior(u, i)) for n, u in enumerate(users)
+                    for i in _walk(n * 2, 4)]  # fmt: skip
+            pipeline.produce("behavior", msgs)
+            sent += len(msgs)
+            time.sleep(2)
+            results = [
+                json.loads(m.value) for m in pipeline.consume("metrics", 10**6, timeout=3)
+                if m.key == b"trainer"
+            ]  # fmt: skip
+        log = (pipeline.tmp / "trainer.log").read_text(errors="replace")
+        assert results, log[-3000:]
+        result = results[-1]
+        shadow = result["shadow"]
+        assert isinstance(shadow, dict), result
+        assert shadow["judged"] >= 40 and shadow["workers"] == 1, shadow
+        assert shadow["hr10_serving"] is not None and shadow["hr10_candidate"] is not None
+        # the worker's own snapshots carried the figures the trainer summed
+        snaps = [json.loads(m.value) for m in pipeline.consume("metrics", 10**6, timeout=3)
+                 if m.key != b"trainer"]  # fmt: skip
+        judged = [s["shadow"]["judged"] for s in snaps if (s.get("shadow") or {}).get(
+            "candidate") == candidate]  # fmt: skip
+        assert judged and max(judged) >= shadow["judged"]
+        if result["outcome"] == "promoted":
+            assert result["version"] == candidate
+            assert (root / "CURRENT").read_text().strip() == candidate
+            wait_until = time.monotonic() + 60
+            while time.monotonic() < wait_until and w.status()["model_version"] != candidate:  # type: ignore[index]
+                time.sleep(0.5)
+            assert w.status()["model_version"] == candidate  # type: ignore[index]
+        else:  # refused: worse beyond noise on these events
+            assert result["outcome"] == "rejected" and shadow["z"] < -1.96, result
+            assert (root / "CURRENT").read_text().strip() == v0
+            assert not (root / "versions" / candidate).exists()
+        assert _candidates(pipeline)[-1] is None  # nothing left in shadow
+        assert w.alive()
+        # every event answered once, shadow or not
+        recs = pipeline.consume("recommendations", sent, timeout=60, settle=2.0)
+        assert len({json.loads(r.value)["rec_id"] for r in recs}) == sent == len(recs)
+    finally:
+        trainer.terminate()
+        trainer.wait(30)
+
+
+def test_shadow_check_refuses_a_worse_candidate_and_one_without_evidence(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """The trainer's decision on the real broker, fed worker snapshots on the metrics topic:
+    a candidate worse beyond noise is refused and deleted, so is one whose shadow events do
+    not come in time; snapshots of another candidate or garbled records are not counted."""
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    from stream_rec.records import SNAPSHOT_KIND
+    from stream_rec.settings import load_settings
+    from stream_rec.training.service import Outcome, Trainer, shadow_check
+
+    def snapshot(worker: str, candidate: str, judged: int, only_c: int, only_s: int) -> bytes:
+        figures = {"candidate": candidate, "scored": judged, "judged": judged,
+                   "hits_serving": only_s, "hits_candidate": only_c,
+                   "only_candidate": only_c, "only_serving": only_s}  # fmt: skip
+        return json.dumps({"kind": SNAPSHOT_KIND, "worker": worker, "shadow": figures}).encode()
+
+    async def check(version: str, snaps: list[tuple[bytes, bytes]], **kw: object) -> Outcome:
+        settings = load_settings(
+            bootstrap_servers=pipeline.bootstrap, topic_prefix=pipeline.prefix,
+            model_path=tmp_path, shadow_min_events=100, **kw,
+        )  # fmt: skip
+        folder = tmp_path / "versions" / version
+        folder.mkdir(parents=True)
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_list)
+        await producer.start()
+        try:
+
+            async def feed() -> None:
+                await asyncio.sleep(2)  # after the check has positioned itself at the end
+                for key, value in snaps:
+                    await producer.send_and_wait(pipeline.topic("metrics"), value, key=key)
+
+            task = asyncio.create_task(feed())
+            out = await shadow_check(
+                settings, producer, Trainer(settings, tmp_path),
+                Outcome("candidate", version, {}, folder), poll_s=0.2,
+            )  # fmt: skip
+            await task
+        finally:
+            await producer.stop()
+        assert not folder.exists()  # refused: deleted
+        return out
+
+    worse = asyncio.run(check("v-worse", [
+        (b"w1", snapshot("w1", "v-worse", 10, 1, 3)),  # 80 judged with w2's: not yet 100
+        (b"w2", b"not json"),
+        (b"w2", snapshot("w2", "v-other", 500, 0, 90)),  # another candidate's: ignored
+        (b"w2", snapshot("w2", "v-worse", 70, 4, 14)),
+        (b"w1", snapshot("w1", "v-worse", 80, 2, 16)),  # w1's newest replaces its first
+    ]))  # fmt: skip
+    assert worse.outcome == "rejected" and worse.version is None
+    sh = worse.detail["shadow"]
+    assert (sh["judged"], sh["only_candidate"], sh["only_serving"]) == (150, 6, 30)
+    assert sh["workers"] == 2 and sh["z"] == -4.0
+    assert "HR@10" in worse.detail["reason"]
+    late = asyncio.run(check("v-late", [(b"w1", snapshot("w1", "v-late", 30, 5, 0))],
+                             shadow_timeout_s=4.0))  # fmt: skip
+    assert late.outcome == "rejected" and "30 of 100 events judged" in late.detail["reason"]
+    # each check named its candidate, then cleared it
+    assert _candidates(pipeline) == ["v-worse", None, "v-late", None]

@@ -72,12 +72,26 @@ def test_a_fine_tune_that_regresses_on_held_out_feedback_is_rejected(registry_ro
     assert len(list((registry_root / "versions").iterdir())) == 1  # nothing half-written left
 
 
-def test_feedback_consistent_with_held_out_is_promoted(registry_root: Path) -> None:
-    settings = load_settings(model_path=registry_root, promote_tolerance=0.05, finetune_epochs=3)
+@pytest.mark.parametrize("shadow_share", [0.0, 0.2])
+def test_feedback_consistent_with_held_out_is_promoted(
+    registry_root: Path, shadow_share: float
+) -> None:
+    """Promoted at once with the shadow check off; with it on, a candidate: written to the
+    registry but not current until the check (training.service.shadow_check) promotes it."""
+    settings = load_settings(
+        model_path=registry_root, promote_tolerance=0.05, finetune_epochs=3,
+        shadow_share=shadow_share,
+    )  # fmt: skip
     before = current(registry_root)
     examples = [ex(walk(s % N_ITEMS, 5), walk(s % N_ITEMS, 6)[-1], s) for s in range(120)]
-    out = Trainer(settings, registry_root).run({"examples": examples})
-    assert out.outcome == "promoted", out
+    trainer = Trainer(settings, registry_root)
+    out = trainer.run({"examples": examples})
+    if shadow_share:
+        assert out.outcome == "candidate" and out.folder is not None, out
+        assert out.folder.name == out.version and current(registry_root) == before
+        trainer.make_current(out.folder, out.detail)
+    else:
+        assert out.outcome == "promoted", out
     assert out.version and current(registry_root) == out.version != before
     manifest = json.loads((registry_root / "versions" / out.version / "manifest.json").read_text())
     assert manifest["parent"] == before
@@ -90,7 +104,7 @@ def test_the_gate_holds_out_behaviour_not_clicks_on_recommendations(registry_roo
     clicks = [ex(walk(s, 5), walk(s, 6)[-1], 500 + s) for s in range(40)]  # the newest
     behaviour = [{**ex(walk(s, 5), walk(s, 6)[-1], s), "source": "behavior"} for s in range(50)]
     out = Trainer(settings, registry_root).run({"examples": clicks + behaviour})
-    assert out.outcome in {"promoted", "rejected"}, out
+    assert out.outcome in {"candidate", "rejected"}, out  # a candidate: the shadow check next
     assert out.detail["held_out"] == 10  # 20 % of the 50 behaviour examples, not of all 90
     assert out.detail["positives"] == 90
 
