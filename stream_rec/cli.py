@@ -317,18 +317,48 @@ def simulate(
     keep_work: Annotated[
         bool, typer.Option(help="Keep the runs' registries and tables (deleted by default).")
     ] = False,
+    click_model: Annotated[
+        str,
+        typer.Option(help="position (position bias, noisy clicks) or oracle (exact feedback)."),
+    ] = "position",
+    click_relevant: Annotated[
+        float, typer.Option(help="P(click) of an examined item the user really interacts with.")
+    ] = 0.7,
+    click_noise: Annotated[float, typer.Option(help="P(click) of any other examined item.")] = 0.02,
+    click_eta: Annotated[float, typer.Option(help="Examination at rank r: r ** -eta.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of the click model.")] = 0,
+    new_items: Annotated[
+        bool,
+        typer.Option(
+            help="The items the registry's model was trained without (train --cold-items) "
+            "enter the catalogue at their first event; HR@10 reported on them apart."
+        ),
+    ] = False,
 ) -> None:
     """Chronological replay with feedback from each user's real future: the frozen model, the
     model with per-user feedback signals, and the whole learning pipeline."""
+    from stream_rec.data.frame import DatasetError
     from stream_rec.data.movielens import load_movielens
+    from stream_rec.ops.clicks import ClickModel
+    from stream_rec.ops.simulate import new_item_ids
     from stream_rec.ops.simulate import simulate as run_sim
 
+    try:
+        clicks = ClickModel(click_model, click_relevant, click_noise, click_eta, seed)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     settings = _settings()
     reg = registry or settings.model_path
     if reg is None:
         console.print("[red]give --registry or STREAM_REC_MODEL_PATH (a trained model)[/red]")
         raise typer.Exit(2)
     ds = load_movielens(dataset, settings.home)
+    if new_items:
+        try:
+            new_item_ids(Path(reg), ds)
+        except DatasetError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
     run_sim(
         settings,
         ds,
@@ -338,6 +368,8 @@ def simulate(
         rate=rate,
         out=out,
         keep_work=keep_work,
+        clicks=clicks,
+        new_items=new_items,
     )
 
 

@@ -1,10 +1,18 @@
 """``stream-rec simulate``: the learning loop on real behaviour, with feedback from the future.
 
 MovieLens is replayed in time order into ``behavior``. For every recommendation the pipeline
-publishes, the simulator looks at that user's real future: recommended items among the user's
-next ``horizon`` true interactions get a ``click``, the others an ``impression`` — so the
-trainer learns from what users really did next. Online HR@10 = the share of recommendations
-whose top 10 holds the user's very next interaction, reported per block of events.
+publishes, the simulator answers with feedback from that user's real future: a recommended item
+is *relevant* when it is among the user's next ``horizon`` true interactions, and a click model
+(:mod:`stream_rec.ops.clicks`: position bias, clicks on relevant items with probability < 1,
+some on irrelevant ones; or the exact oracle) turns the list into clicks and impressions — so
+the trainer learns from what users really did next, as noisily as real users report it. Online
+HR@10 = the share of recommendations whose top 10 holds the user's very next interaction,
+reported per block of events.
+
+With ``new_items`` (the items the registry's model was trained without: ``stream-rec train
+--cold-items``), those items are left out of the catalogue at the start and published to the
+``items`` topic when they first appear in the replay, as new items reach a live service; HR@10
+is also reported over the recommendations whose target is a new item, and over the rest.
 
 ``run_simulation`` drives one namespace (worker + optional trainer are started by the caller,
 see :func:`simulate`). :func:`simulate` replays the same events three times, one after the
@@ -33,7 +41,7 @@ import time
 import urllib.request
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,9 +50,10 @@ from rich.console import Console
 from rich.table import Table
 
 from stream_rec.client import decode_recommendation, feedback_message, kafka_producer
-from stream_rec.data.frame import Dataset, Interaction
+from stream_rec.data.frame import Dataset, Interaction, Item
 from stream_rec.model import registry as model_registry
 from stream_rec.ops.broker import free_port
+from stream_rec.ops.clicks import ClickModel
 from stream_rec.ops.replay import behavior_payload, item_payload, select_events
 from stream_rec.progress import bar
 from stream_rec.settings import Settings
@@ -64,6 +73,18 @@ class SimResult:
     versions: dict[str, float] = field(default_factory=dict)  # version → first emitted_ts
     announcements: dict[str, float] = field(default_factory=dict)  # version → window closed_at
     trainings: list[dict[str, Any]] = field(default_factory=list)  # the trainer's fine-tune results
+    new_recs: int = 0  # recommendations whose target (the user's next item) is a new item
+    new_hits: int = 0
+    version_at: dict[str, int] = field(default_factory=dict)  # version → recommendations before
+
+    @property
+    def hr10_new(self) -> float:
+        return self.new_hits / self.new_recs if self.new_recs else float("nan")
+
+    @property
+    def hr10_rest(self) -> float:
+        n = self.recommendations - self.new_recs
+        return (self.hits - self.new_hits) / n if n else float("nan")
 
     def shadow_decisions(self) -> list[dict[str, Any]]:
         """Each fine-tune decided by a shadow check: its outcome and online figures."""
@@ -98,9 +119,12 @@ async def run_simulation(
     block: int = 1000,
     counted: list[bool] | None = None,
     advance: Callable[[], None] | None = None,
+    clicks: ClickModel | None = None,
+    new_items: Mapping[str, Item] | None = None,
 ) -> SimResult:
     """``counted[n]`` False = a warm-up event: replayed (it builds the session) but neither
-    scored into HR@10 nor answered with feedback."""
+    scored into HR@10 nor answered with feedback. ``new_items``: items not in the catalogue
+    yet, each published just before its first event."""
     from aiokafka import AIOKafkaConsumer
 
     from stream_rec.records import decode_announcement
@@ -131,6 +155,9 @@ async def run_simulation(
     await consumer.start()
     await producer.start()
     sent = 0
+    clicks = clicks or ClickModel()
+    rng = clicks.rng()
+    unpublished = dict(new_items or {})
 
     async def send_events() -> None:
         nonlocal sent
@@ -139,6 +166,9 @@ async def run_simulation(
             delay = start + n / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if (item := unpublished.pop(x.item_id, None)) is not None:  # new: first seen now
+                await producer.send(topics.items, item_payload(item, time.time()),
+                                    key=item.item_id.encode())  # fmt: skip
             await producer.send(topics.behavior, behavior_payload(x, ts), key=x.user_id.encode())
             sent += 1
         await producer.flush()
@@ -164,17 +194,20 @@ async def run_simulation(
                     key = (rec.user_id, rec.event_ts)
                     if key not in pos or key in warm_up:
                         continue
+                    res.version_at.setdefault(rec.model_version, res.recommendations)
                     res.recommendations += 1
                     if advance is not None:
                         advance()
                     res.versions.setdefault(rec.model_version, rec.emitted_ts)
                     seq, p = seqs[rec.user_id], pos[key]
                     future = seq[p + 1 : p + 1 + horizon]
-                    items = [i.item_id for i in rec.items]
-                    if future and future[0] in items[:10]:
-                        res.hits += 1
-                    for item in items[:10]:
-                        label_ = "click" if item in future else "impression"
+                    items = [i.item_id for i in rec.items][:10]
+                    hit = bool(future) and future[0] in items
+                    res.hits += hit
+                    if future and new_items and future[0] in new_items:
+                        res.new_recs += 1
+                        res.new_hits += hit
+                    for item, label_ in zip(items, clicks.labels(items, future, rng), strict=True):
                         value = feedback_message(rec.user_id, item, label_, rec_id=rec.rec_id)
                         feedback.append((rec.user_id.encode(), value))
                     if res.recommendations % block == 0:
@@ -225,8 +258,9 @@ MODES = ("frozen", "signals", "learning")
 
 
 def _one_run(base: Settings, ds: Dataset, events: list[Interaction], registry: Path,
-             label: str, rate: float, work: Path,
-             counted: list[bool] | None = None) -> SimResult:  # fmt: skip
+             label: str, rate: float, work: Path, counted: list[bool] | None = None,
+             clicks: ClickModel | None = None,
+             new_items: frozenset[str] = frozenset()) -> SimResult:  # fmt: skip
     """One replay through a fresh namespace; ``label`` is one of :data:`MODES`."""
     run_id = uuid.uuid4().hex[:8]
     learning = label == "learning"
@@ -246,6 +280,8 @@ def _one_run(base: Settings, ds: Dataset, events: list[Interaction], registry: P
         await p.start()
         now = time.time()
         for it in ds.items.values():
+            if it.item_id in new_items:  # published at its first event (run_simulation)
+                continue
             await p.send(f"{s.topic_prefix}items", item_payload(it, now), key=it.item_id.encode())
         await p.flush()
         await p.stop()
@@ -284,7 +320,17 @@ def _one_run(base: Settings, ds: Dataset, events: list[Interaction], registry: P
         scored = len(events) if counted is None else sum(counted)
         with bar(f"{label}: recommendations scored", scored, console) as advance:
             return asyncio.run(
-                run_simulation(s, ds, events, label, rate=rate, counted=counted, advance=advance)
+                run_simulation(
+                    s,
+                    ds,
+                    events,
+                    label,
+                    rate=rate,
+                    counted=counted,
+                    advance=advance,
+                    clicks=clicks,
+                    new_items={i: ds.items[i] for i in new_items},
+                )  # fmt: skip
             )
     finally:
         if trainer is not None:
@@ -322,9 +368,29 @@ def out_of_sample_events(
     return pre + post, [False] * len(pre) + [True] * len(post)
 
 
+def new_item_ids(registry: Path, ds: Dataset) -> frozenset[str]:
+    """The items the registry's current version was trained without (``stream-rec train
+    --cold-items``), as :class:`DatasetError` if there are none."""
+    from stream_rec.data.frame import DatasetError
+
+    held = model_registry.read_manifest(model_registry.resolve(registry)).get("cold_items") or []
+    ids = frozenset(str(i) for i in held) & ds.items.keys()
+    if not ids:
+        msg = (
+            f"--new-items: the model in {registry} was trained on every item; train it with "
+            "`stream-rec train --cold-items FRACTION --cold-seed S --until-quantile 0.8` so that "
+            "a share of the catalogue is new to it"
+        )
+        raise DatasetError(msg)
+    return ids
+
+
 def simulate(base: Settings, ds: Dataset, *, registry: Path, users: int | None,
-             limit: int | None, rate: float, out: Path,
-             keep_work: bool = False) -> dict[str, Any]:  # fmt: skip
+             limit: int | None, rate: float, out: Path, keep_work: bool = False,
+             clicks: ClickModel | None = None,
+             new_items: bool = False) -> dict[str, Any]:  # fmt: skip
+    clicks = clicks or ClickModel()
+    new = new_item_ids(registry, ds) if new_items else frozenset()
     cutoff = train_until(registry)
     if cutoff is None:
         events, counted = select_events(ds, users, limit), None
@@ -336,12 +402,14 @@ def simulate(base: Settings, ds: Dataset, *, registry: Path, users: int | None,
         events, counted = out_of_sample_events(ds, cutoff, users, limit)
     work = base.home / "simulate" / time.strftime("%Y%m%d-%H%M%S")
     work.mkdir(parents=True, exist_ok=True)
-    runs = {m: _one_run(base, ds, events, registry, m, rate, work, counted) for m in MODES}
+    runs = {
+        m: _one_run(base, ds, events, registry, m, rate, work, counted, clicks, new) for m in MODES
+    }
     frozen, signals, learning = (runs[m] for m in MODES)
     fresh = learning.freshness()
 
     def ratio(a: SimResult, b: SimResult) -> float:
-        return a.hr10 / b.hr10 if b.hr10 else float("nan")
+        return _ratio(a.hr10, b.hr10)
 
     result = {
         "train_until_ts": cutoff,
@@ -352,6 +420,26 @@ def simulate(base: Settings, ds: Dataset, *, registry: Path, users: int | None,
         "ratio": ratio(learning, frozen),
         "ratio_signals": ratio(signals, frozen),
         "ratio_finetunes": ratio(learning, signals),
+        "feedback": clicks.describe(),
+        "click_model": {
+            "kind": clicks.kind,
+            "relevant": clicks.relevant,
+            "noise": clicks.noise,
+            "eta": clicks.eta,
+            "seed": clicks.seed,
+        },  # fmt: skip
+        **(
+            {
+                "new_items": len(new),
+                **{f"{m}_hr10_new_items": r.hr10_new for m, r in runs.items()},
+                **{f"{m}_recommendations_new_items": r.new_recs for m, r in runs.items()},
+                **{f"{m}_hr10_other": r.hr10_rest for m, r in runs.items()},
+                "ratio_new_items": r_new,
+            }
+            if new and (r_new := _ratio(learning.hr10_new, frozen.hr10_new)) is not None
+            else {}
+        ),
+        "promotions_at": {v: n for v, n in learning.version_at.items() if n},
         **{f"{m}_blocks": r.blocks for m, r in runs.items()},
         "promoted_versions": sorted(learning.announcements),
         "shadow_decisions": learning.shadow_decisions(),
@@ -386,8 +474,20 @@ def simulate(base: Settings, ds: Dataset, *, registry: Path, users: int | None,
         f"promotions {len(learning.announcements)}; "
         f"freshness {', '.join(f'{v:.1f}s' for v in fresh.values()) or 'n/a'}"
     )
+    if new:
+        console.print(
+            f"{len(new)} new items; HR@10 on the {learning.new_recs} recommendations whose target "
+            f"is a new item: frozen {frozen.hr10_new:.4f}, signals {signals.hr10_new:.4f}, "
+            f"learning {learning.hr10_new:.4f} (learning/frozen {result['ratio_new_items']:.3f});"
+            f" on the rest: frozen {frozen.hr10_rest:.4f}, signals {signals.hr10_rest:.4f}, "
+            f"learning {learning.hr10_rest:.4f}"
+        )
+    console.print(f"feedback: {result['feedback']}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
+    png = out.with_suffix(".png")
+    plot(runs, result, png)
+    console.print(f"wrote {out} and {png}")
     if not keep_work:
         # Keep the logs; the registries (one ~100 MB version per promotion) and tables go.
         for p in work.iterdir():
@@ -395,3 +495,45 @@ def simulate(base: Settings, ds: Dataset, *, registry: Path, users: int | None,
                 shutil.rmtree(p, ignore_errors=True)
     console.print(f"logs in {work}")
     return result
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b and b == b else float("nan")  # b == b: not NaN
+
+
+def block_rates(blocks: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """HR@10 of each block alone, from the cumulative (recommendations, HR@10) points."""
+    out, prev_n, prev_hits = [], 0, 0.0
+    for n, hr in blocks:
+        hits = hr * n
+        if n > prev_n:
+            out.append((n, (hits - prev_hits) / (n - prev_n)))
+        prev_n, prev_hits = n, hits
+    return out
+
+
+def plot(runs: Mapping[str, SimResult], result: Mapping[str, Any], path: Path) -> None:
+    """HR@10 per block over the replay for each mode, the learning run's promotions marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
+    for mode, res in runs.items():
+        pts = block_rates(res.blocks)
+        if pts:
+            xs, ys = zip(*pts, strict=True)
+            ax.plot(xs, ys, marker="o", markersize=3, label=f"{mode} (overall {res.hr10:.3f})")
+    for n, at in enumerate(sorted(result.get("promotions_at", {}).values())):
+        ax.axvline(at, color="grey", linestyle="--", linewidth=0.8,
+                   label="learning: a promoted version serves" if n == 0 else None)  # fmt: skip
+    ax.set_xlabel("recommendations")
+    ax.set_ylabel("HR@10 of the block")
+    title = f"stream-rec simulate: {result['events']} events at {result['rate']:g}/s"
+    ax.set_title(f"{title}; feedback: {result['click_model']['kind']}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
