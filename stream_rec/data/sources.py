@@ -100,13 +100,18 @@ class _Frame:
 
 
 async def read_kafka(
-    settings: Settings, *, since: float | None = None, progress: Progress | None = None
+    settings: Settings,
+    *,
+    since: float | None = None,
+    progress: Progress | None = None,
+    items_only: bool = False,
 ) -> Dataset:
     """The catalogue and the behaviour history in the topics, as one frame.
 
     ``since`` (epoch seconds): only behaviour events with ``ts >= since``; the read of each
     partition starts at the first message appended at or after ``since``
-    (``offsets_for_times``), so older history is not fetched at all."""
+    (``offsets_for_times``), so older history is not fetched at all. ``items_only``: the
+    catalogue alone (no interactions)."""
     from aiokafka import AIOKafkaConsumer
 
     topics = Topics(settings.topic_prefix)
@@ -119,7 +124,7 @@ async def read_kafka(
     )
     tps = await topic_partitions(settings, topics.items, topics.behavior)
     item_tps = [tp for tp in tps if tp.topic == topics.items]
-    beh_tps = [tp for tp in tps if tp.topic == topics.behavior]
+    beh_tps = [tp for tp in tps if tp.topic == topics.behavior and not items_only]
     await consumer.start()
     try:
         ends = await consumer.end_offsets(item_tps + beh_tps)

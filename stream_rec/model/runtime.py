@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -294,6 +294,7 @@ class OnnxScorer:
         self._threads = threads
         cfg = json.loads((self.dir / "config.json").read_text(encoding="utf-8"))
         self.max_len = int(cfg["model"]["max_len"])
+        self.text_dim = int(cfg["model"]["text_dim"])
         if max_history:
             self.max_len = min(self.max_len, max_history)
         elif settings is not None:
@@ -359,16 +360,27 @@ class OnnxScorer:
 
     def embed_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Text-path item vectors (what a brand-new item gets) for ``texts``."""
+        out = [
+            self.head_sess.run(None, {"text_vectors": tv})[0]
+            for tv in self._encoded(texts, batch_size)
+        ]
+        dim = self.items.shape[1]
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, dim), np.float32)
+
+    def text_vectors(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """The version's text encoder's output for ``texts`` (the model's ``text_vectors``:
+        what a fine-tune gives an item added after the version was trained)."""
+        out = list(self._encoded(texts, batch_size))
+        return np.concatenate(out) if out else np.zeros((0, self.text_dim), np.float32)
+
+    def _encoded(self, texts: Sequence[str], batch_size: int) -> Iterator[np.ndarray]:
         sess = self._text_session()
-        out = []
         for start in range(0, len(texts), batch_size):
             enc = self.tokenizer.encode_batch(list(texts[start : start + batch_size]))
             ids = np.array([e.ids for e in enc], dtype=np.int64)
             mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
             tv = sess.run(None, {"input_ids": ids, "attention_mask": mask})[0]
-            out.append(self.head_sess.run(None, {"text_vectors": tv.astype(np.float32)})[0])
-        dim = self.items.shape[1]
-        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, dim), np.float32)
+            yield tv.astype(np.float32)
 
     def upsert_items(self, items: Iterable[CatalogItem]) -> None:
         """Embed new items (and items embedded here before whose text changed) from their text.

@@ -34,7 +34,7 @@ import logging
 import random
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ import msgpack
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from stream_rec.data.frame import Item
 from stream_rec.records import TRAINING_RESULT_KIND
 from stream_rec.settings import ConfigError, Settings
 from stream_rec.topics import Topics
@@ -115,7 +116,9 @@ class Trainer:
         self.replay: list[list[str]] = load_replay(registry_root)
         self.rng = random.Random(0)  # noqa: S311 - sampling, not security
 
-    def run(self, request: dict[str, Any]) -> Outcome:
+    def run(self, request: dict[str, Any], catalog: Mapping[str, Item] | None = None) -> Outcome:
+        """One fine-tune on ``request``'s examples. ``catalog``: the items topic's catalogue;
+        its items the serving version lacks get rows in the candidate (catalogue growth)."""
         from stream_rec.model import registry
         from stream_rec.model.lora import finetune_incremental
 
@@ -149,13 +152,15 @@ class Trainer:
         if not gate.n_targets:
             return Outcome("skipped", None, {"reason": "no held-out example the model can rank"})
         known = set(json.loads((base_dir / "items.json").read_text("utf-8"))["item_ids"])
-        if sum(1 for s in seqs if len([i for i in s if i in known]) >= 2) == 0:
+        new_items = [it for iid, it in (catalog or {}).items() if iid not in known]
+        trainable = known | {it.item_id for it in new_items}
+        if sum(1 for s in seqs if len([i for i in s if i in trainable]) >= 2) == 0:
             return Outcome("skipped", None, {"reason": "no trainable sequence of known items"})
         t0 = time.perf_counter()
         new_dir = finetune_incremental(
             base_dir, seqs, replay, self.root, self.settings,
             epochs=self.settings.finetune_epochs, lr=self.settings.finetune_lr, gate=gate,
-            min_gain=-self.settings.promote_tolerance, make_current=False,
+            min_gain=-self.settings.promote_tolerance, make_current=False, new_items=new_items,
         )  # fmt: skip
         wall = time.perf_counter() - t0
         self._remember(seqs)
@@ -165,6 +170,7 @@ class Trainer:
             "held_out": len(held),
             "trained": len(train),
             "replay": len(replay),
+            "items_added": len(new_items),
             "wall_s": wall,
             "gate_base": getattr(gate, "last_scores", {}).get("base"),
             "gate_new": getattr(gate, "last_scores", {}).get("new"),
@@ -280,6 +286,18 @@ async def shadow_check(
     await announce_candidate(producer, topics.model_updates, None)
     shutil.rmtree(out.folder, ignore_errors=True)  # nothing may resolve to it
     return Outcome("rejected", None, detail)
+
+
+async def read_catalog(settings: Settings) -> dict[str, Item]:
+    """The catalogue in the items topic now (what the workers hold), for catalogue growth; an
+    unreadable topic gives none (the fine-tune then keeps the serving version's items)."""
+    from stream_rec.data.sources import read_kafka
+
+    try:
+        return (await read_kafka(settings, items_only=True)).items
+    except Exception:  # noqa: BLE001 - growth is optional, the fine-tune is not
+        log.exception("could not read the items topic: no catalogue growth in this fine-tune")
+        return {}
 
 
 def _shadow_figures(raw: bytes | None, candidate: str) -> tuple[str, dict[str, Any]] | None:
@@ -427,7 +445,8 @@ async def run_trainer(settings: Settings, *, once: bool = False, full_poll_s: fl
             t0 = time.perf_counter()
             try:
                 async with train_lock:
-                    out = await loop.run_in_executor(None, trainer.run, req)
+                    catalog = await read_catalog(settings)
+                    out = await loop.run_in_executor(None, trainer.run, req, catalog)
                     if out.outcome == "candidate":
                         out = await shadow_check(settings, producer, trainer, out)
             except Exception as exc:  # noqa: BLE001 - a crash changes nothing served

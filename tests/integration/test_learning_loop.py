@@ -150,6 +150,10 @@ def test_feedback_window_promotes_a_model_and_workers_swap_without_restart(
         STREAM_REC_FINETUNE_LR="0.02", STREAM_REC_PROMOTE_TOLERANCE="0.0",
         STREAM_REC_SHADOW_SHARE="0",
     )  # fmt: skip
+    # an item that reaches the catalogue after v0: the fine-tune gives it a row (growth)
+    late = {"item_id": "late-1", "title": "Late arrival", "text": "a film added after training",
+            "attributes": {}, "ts": time.time()}  # fmt: skip
+    pipeline.produce("items", [(b"late-1", json.dumps(late).encode())])
     try:
         before = _probe(pipeline, [f"p{n}" for n in range(16)], 0)
         sent = 64 + _click_favoured(pipeline, 64)
@@ -179,6 +183,12 @@ def test_feedback_window_promotes_a_model_and_workers_swap_without_restart(
             if m.key == b"trainer"
         ]  # fmt: skip
         assert results and results[0]["outcome"] == "promoted" and results[0]["version"] == v1
+        assert results[0]["items_added"] == 1
+        from stream_rec.model import registry
+
+        v1_dir = registry.resolve(root, str(v1))
+        items = json.loads((v1_dir / "items.json").read_text())["item_ids"]
+        assert items[-1] == "late-1"
         updates = pipeline.consume("model-updates", 1, timeout=10)
         assert msgpack.unpackb(updates[-1].value)["version"] == v1
     finally:

@@ -180,3 +180,56 @@ def test_windows_close_by_count_and_time_and_merge_small_ones() -> None:
     w.add({"user_id": "x"}, 40)
     w.add({"user_id": "y"}, 40)
     assert w.forget("x") == 1 and w.pending() == 1
+
+
+def test_items_added_after_the_version_get_rows_in_the_fine_tune(registry_root: Path) -> None:
+    """Catalogue growth: items that reached the catalogue after the serving version get rows
+    in the fine-tune: their text vectors from the version's own encoder, an ID vector learnt
+    from the window's interactions (none without), the window's evidence; the ONNX scorer of
+    the candidate holds them as trained items and ranks the one the window taught higher than
+    the serving version, which knows it from its text alone."""
+    import numpy as np
+
+    from stream_rec.data.frame import Item
+    from stream_rec.model import registry
+    from stream_rec.model.export import load_torch_model
+    from stream_rec.model.runtime import OnnxScorer
+    from stream_rec.serving.scorer import CatalogItem
+
+    settings = load_settings(
+        model_path=registry_root, promote_tolerance=1.0, finetune_epochs=8, finetune_lr=0.02,
+        shadow_share=0.0,
+    )  # fmt: skip
+    base_dir = registry.resolve(registry_root)
+    base_ids = json.loads((base_dir / "items.json").read_text())["item_ids"]
+    taught = Item("n1", "Orbit", "a quiet film about a long voyage to the outer planets")
+    untouched = Item("n2", "Harvest", "a farming family through one hard summer")
+    # 60 users go on from item 5's neighbourhood to the new item n1; n2 is never seen
+    examples = [ex(walk(5 + s % 3, 4), "n1", s) for s in range(60)]
+    examples += [ex(walk(s % N_ITEMS, 5), walk(s % N_ITEMS, 6)[-1], 100 + s) for s in range(60)]
+    catalog = {taught.item_id: taught, untouched.item_id: untouched}
+    out = Trainer(settings, registry_root).run({"examples": examples}, catalog)
+    assert out.outcome == "promoted", out
+    assert out.detail["items_added"] == 2
+    new_dir = registry.resolve(registry_root, out.version)
+    assert json.loads((new_dir / "items.json").read_text())["item_ids"] == [*base_ids, "n1", "n2"]
+    model = load_torch_model(new_dir)
+    n = len(base_ids)
+    assert model.n_items == n + 2
+    assert model.counts[n] > 0 and model.counts[n + 1] == 0  # the window's evidence
+    ids = model.item.id_emb.weight.detach()
+    assert ids[n].abs().sum() > 0 and ids[n + 1].abs().sum() == 0  # learnt only with evidence
+    encoder = OnnxScorer(base_dir, settings, verify=False)
+    want = encoder.text_vectors([taught.text, untouched.text])
+    assert np.allclose(model.text_vectors[n:].numpy(), want, atol=1e-5)
+
+    def rank_of_n1(version_dir: Path) -> int:
+        sc = OnnxScorer(version_dir, settings)
+        sc.upsert_items([CatalogItem(i.item_id, i.title, i.text) for i in (taught, untouched)])
+        ranks = []
+        for s in range(3):
+            scores = sc.score_matrix([walk(5 + s, 4)])[0]
+            ranks.append(int((scores > scores[sc.index["n1"]]).sum()))
+        return sum(ranks)
+
+    assert rank_of_n1(new_dir) < rank_of_n1(base_dir)
