@@ -110,7 +110,7 @@ def load_scorer(settings: Settings) -> Scorer:
         )
         # Import the model runtime now, at start: on the swap it would hold the interpreter
         # (seconds of imports) while events wait.
-        from stream_rec.model.runtime import prewarm
+        from stream_rec.model.ort_graph import prewarm
 
         prewarm(settings.device)
         return PopularityCooccurrenceScorer(rerank=RerankParams.from_settings(settings))

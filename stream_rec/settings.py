@@ -11,7 +11,7 @@ import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -149,7 +149,9 @@ class Settings(BaseSettings):
         "index/filter blocks and memtables share it).",
     )
     data_dir: Path = Field(
-        Path("var/stream-rec"), description="Worker data folder (tables, RocksDB, registry)."
+        Path("var/stream-rec"),
+        description="A worker's tables (RocksDB): one folder per worker, locked while it runs "
+        "(a second worker on it fails at start).",
     )
     web_port: int = Field(6066, ge=0, le=65535, description="Faust web/metrics port of a worker.")
     web_host: str = Field(
@@ -158,7 +160,10 @@ class Settings(BaseSettings):
     )
     model_path: Path | None = Field(
         None,
-        description="Model registry folder or one exported model folder; unset = fallback scorer.",
+        description="Model registry folder or one exported model folder. An empty folder is "
+        "fine (the fallback serves until the trainer's first model); a folder that does not "
+        "exist or a current version that fails its sha256 check stops the worker at start "
+        "(exit 2). Unset = the fallback scorer only.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Inference/training device; auto = CUDA when present."
@@ -305,6 +310,15 @@ class Settings(BaseSettings):
     finetune_lr: float = Field(
         1e-3, gt=0, le=1.0, description="Learning rate of the LoRA adapters in a fine-tune."
     )
+    finetune_rank: int = Field(
+        8, ge=1, le=256, description="Rank of the LoRA adapters of a fine-tune (alpha = 2 x rank)."
+    )
+    finetune_threads: int = Field(
+        2,
+        ge=1,
+        le=256,
+        description="torch CPU threads of a fine-tune (on a GPU the device does the work).",
+    )
 
     # --- full training from the topics (bootstrap, periodic retrain) ---------------------------
     bootstrap_min_events: int = Field(
@@ -414,6 +428,74 @@ class Settings(BaseSettings):
         return kwargs
 
 
+GROUPS: dict[str, tuple[str, ...]] = {
+    "kafka": (
+        "bootstrap_servers", "topic_prefix", "partitions", "replication_factor", "app_id",
+        "static_membership", "worker_id", "security_protocol", "sasl_mechanism",
+        "sasl_username", "sasl_password", "ssl_cafile", "ssl_certfile", "ssl_keyfile",
+    ),
+    "limits": ("output_codec", "max_payload_bytes", "max_text_chars", "max_future_skew_s"),
+    "serving": (
+        "batch_size", "batch_linger_ms", "score_inline_ms", "top_k", "session_length",
+        "table_store", "rocksdb_memory_mb", "data_dir", "stall_timeout_s", "shutdown_timeout_s",
+        "diversity", "long_tail", "rerank_pool", "feedback_signals", "feedback_boost",
+        "impression_discount", "feedback_signal_ttl_s", "feedback_signal_items",
+    ),
+    "model": (
+        "model_path", "device", "precision", "ort_threads", "new_item_offset", "encoder_path",
+    ),
+    "trainer": (
+        "rec_context_ttl_s", "rec_context_per_user", "positive_rating", "learn_from_behavior",
+        "window_seconds", "window_examples", "window_min_examples", "promote_tolerance",
+        "shadow_share", "shadow_min_events", "shadow_timeout_s", "replay_examples",
+        "finetune_epochs", "finetune_lr", "finetune_rank", "finetune_threads", "trainer_nice",
+        "registry_keep", "bootstrap_min_events", "retrain_every_events", "retrain_every_hours",
+        "train_epochs", "train_dim", "train_layers", "train_max_len",
+    ),
+    "observability": (
+        "web_host", "web_port", "admin_token", "metrics_interval_s", "log_level", "home",
+        "kafka_version",
+    ),
+}  # fmt: skip
+"""Every setting in one group, for the reference (``docs/settings.md``); the variables stay
+flat (``STREAM_REC_<NAME>``) and so does the object (``settings.<name>``)."""
+
+
+def _default(field: Any) -> str:
+    value = field.get_default(call_default_factory=True)
+    if value is None or (isinstance(value, str) and not value):
+        return "unset"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, str | Path):
+        return f"`{value}`"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def settings_markdown() -> str:
+    """The settings reference (``docs/settings.md``), generated from the fields: each group's
+    variables with their default and description. ``python -m stream_rec.settings`` prints it;
+    a test keeps the file equal to it."""
+    fields = Settings.model_fields
+    out = [
+        "# Settings",
+        "",
+        "Generated from `stream_rec/settings.py` by `python -m stream_rec.settings > "
+        "docs/settings.md` (a test fails when this file and the code differ). Every setting "
+        "is read from the environment variable `STREAM_REC_<NAME>` or `.env`; an invalid value, "
+        "or a `STREAM_REC_*` variable that names no setting, stops the program at start with the "
+        "reason. Secrets (`SASL_PASSWORD`, `ADMIN_TOKEN`) are never logged.",
+    ]
+    for group, names in GROUPS.items():
+        out += ["", f"## {group}", "", "| variable | default | meaning |", "|---|---|---|"]
+        for name in names:
+            desc = " ".join(str(fields[name].description).split()).replace("|", "\\|")
+            out.append(f"| `STREAM_REC_{name.upper()}` | {_default(fields[name])} | {desc} |")
+    return "\n".join(out) + "\n"
+
+
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """One line per ``STREAM_REC_*`` variable of ``environ`` that names no setting, with the
     closest setting's name (a misspelt variable would otherwise be ignored in silence)."""
@@ -433,7 +515,7 @@ def load_settings(**overrides: object) -> Settings:
     a ``STREAM_REC_*`` environment variable that names no setting is one too."""
     unknown = unknown_variables(os.environ)
     if unknown:
-        msg = "unknown configuration variables (see the README's settings table):\n" + "\n".join(
+        msg = "unknown configuration variables (every setting: docs/settings.md):\n" + "\n".join(
             unknown
         )
         raise ConfigError(msg)
@@ -447,3 +529,7 @@ def load_settings(**overrides: object) -> Settings:
             lines.append(f"  {env}: {err['msg']}")
         msg = "invalid configuration:\n" + "\n".join(lines)
         raise ConfigError(msg) from None
+
+
+if __name__ == "__main__":
+    print(settings_markdown(), end="")

@@ -38,7 +38,8 @@ def run_seed(seed: int | None, args: argparse.Namespace) -> dict[str, Any]:
     from stream_rec.eval.protocol import evaluate
     from stream_rec.model.net import ModelConfig
     from stream_rec.model.pipeline import prepare, train_and_export
-    from stream_rec.model.train import TorchRanker, TrainConfig
+    from stream_rec.model.ranking import TorchRanker
+    from stream_rec.model.train import TrainConfig
     from stream_rec.settings import load_settings
 
     settings = load_settings()

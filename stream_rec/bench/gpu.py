@@ -224,7 +224,8 @@ def run_movielens_check(
     from stream_rec.eval.protocol import make_split, select_cold_items
     from stream_rec.model.net import ModelConfig
     from stream_rec.model.pipeline import test_metrics
-    from stream_rec.model.train import TorchRanker, TrainConfig, train
+    from stream_rec.model.ranking import TorchRanker
+    from stream_rec.model.train import TrainConfig, train
 
     ds = load_movielens("movielens-100k", home)
     vec_all = np.load(vectors_file)

@@ -82,8 +82,8 @@ def run_model_bench(
 
     from stream_rec.model import registry
     from stream_rec.model.export import load_torch_model
+    from stream_rec.model.ranking import TorchRanker
     from stream_rec.model.runtime import OnnxScorer
-    from stream_rec.model.train import TorchRanker
     from stream_rec.serving.scorer import ScoreRequest
 
     torch.set_num_threads(threads)

@@ -4,7 +4,7 @@ A new item (no training interactions) is scored from its text alone, while a war
 carries its learned ID vector: on the held-out split the text-only scores of new items come out
 systematically low, so a new item that is exactly what the user picks next still sits below
 many warm items. The served score (standardised per user, see
-:func:`stream_rec.model.train.served_scores`) of every item without interactions gets a constant
+:func:`stream_rec.model.ranking.served_scores`) of every item without interactions gets a constant
 offset ``delta``, in standard deviations, added (``ModelConfig.new_item_offset``; the ONNX
 runtime applies it to every catalogue row without an ID part, items added from the stream
 included).

@@ -90,6 +90,7 @@ def finetune_incremental(
     epochs: int = 3,
     lr: float = 1e-3,
     rank: int = 8,
+    threads: int = 2,
     seed: int = 0,
     gate: Callable[[TwoTower], float] | None = None,
     min_gain: float = 0.0,
@@ -100,6 +101,7 @@ def finetune_incremental(
     oldest first) + ``replay`` (older sequences) and publish a new version under the registry
     root ``out_dir``. With ``gate`` (higher = better, e.g. held-out NDCG@10), the new model is
     published only if ``gate(new) >= gate(base) + min_gain``; otherwise returns None.
+    ``rank``: of the adapters (alpha = 2 x rank); ``threads``: torch's on a CPU.
     ``new_items``: catalogue items (``text`` = what the item tower reads) that the base version
     lacks get rows (:func:`grow_catalogue`) and are trained on like the others; items neither
     in the base version nor in ``new_items`` are skipped."""
@@ -120,12 +122,12 @@ def finetune_incremental(
     rng = np.random.default_rng(seed)
     dev = resolve_device(settings.device if settings is not None else "auto")
     if dev.type == "cpu":
-        torch.set_num_threads(2)
+        torch.set_num_threads(threads)
     model = load_torch_model(base_dir)
     if added:  # the version's own text encoder embeds them, as a worker would
         from stream_rec.model.runtime import OnnxScorer
 
-        encoder = OnnxScorer(base_dir, settings, threads=2, verify=False)
+        encoder = OnnxScorer(base_dir, settings, threads=threads, verify=False)
         model = grow_catalogue(model, encoder.text_vectors([it.text for it in added]))
     # evidence grows with the new window: the ID gate opens for items that earned it
     new_counts = item_counts([[index[i] for i in s if i in index] for s in examples], model.n_items)

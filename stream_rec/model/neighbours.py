@@ -19,8 +19,8 @@ with ``z`` standardising each user's row over the catalogue, so the weights do n
 scale of any part (with both weights 0 the served score is ``z(two-tower)``: same ranking).
 This module fits and stores the matrices and lays out what scoring reads (:meth:`recent`,
 :meth:`stacked`); the score itself is computed by
-:func:`stream_rec.model.train.served_scores` (torch) and by the ONNX runtime's serving graph
-(:func:`stream_rec.model.runtime.serving_graph`), checked equal by the tests.
+:func:`stream_rec.model.ranking.served_scores` (torch) and by the ONNX runtime's serving graph
+(:func:`stream_rec.model.ort_graph.serving_graph`), checked equal by the tests.
 ``last``, ``decay`` and the two weights are chosen on the validation targets at training time
 (:func:`stream_rec.model.train.fit_neighbour_blend`) and live in the model config
 (``knn_last``, ``knn_decay``, ``knn_weight``, ``trans_weight``); the matrices live in the

@@ -18,9 +18,10 @@ from stream_rec.eval.baselines import ItemKNN, MostPopular
 from stream_rec.eval.protocol import LeaveOneOut, Metrics, evaluate, make_split, select_cold_items
 from stream_rec.model.export import export_version
 from stream_rec.model.net import ModelConfig
+from stream_rec.model.ranking import TorchRanker
 from stream_rec.model.runtime import OnnxScorer
 from stream_rec.model.text import cached_text_vectors, load_encoder
-from stream_rec.model.train import EpochCallback, TorchRanker, TrainConfig, TrainResult, train
+from stream_rec.model.train import EpochCallback, TrainConfig, TrainResult, train
 from stream_rec.settings import Settings
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from torch import nn
 
 from stream_rec.model.net import MASK_VALUE, Block, UserTower
-from stream_rec.model.runtime import ITEM_INPUTS
+from stream_rec.model.ort_graph import ITEM_INPUTS
 
 OPSET = 17  # LayerNormalization
 IR_VERSION = 8  # what opset 17 needs; newer onnx packages default higher than ORT reads

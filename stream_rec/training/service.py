@@ -161,6 +161,7 @@ class Trainer:
             base_dir, seqs, replay, self.root, self.settings,
             epochs=self.settings.finetune_epochs, lr=self.settings.finetune_lr, gate=gate,
             min_gain=-self.settings.promote_tolerance, make_current=False, new_items=new_items,
+            rank=self.settings.finetune_rank, threads=self.settings.finetune_threads,
         )  # fmt: skip
         wall = time.perf_counter() - t0
         self._remember(seqs)
@@ -208,7 +209,7 @@ class Trainer:
 
     def _gate(self, base_dir: Path, held: list[dict[str, Any]]) -> Any:
         """NDCG@10 on the held-out feedback."""
-        from stream_rec.model.train import TorchRanker
+        from stream_rec.model.ranking import TorchRanker
 
         items = json.loads((base_dir / "items.json").read_text(encoding="utf-8"))["item_ids"]
         index = {iid: i for i, iid in enumerate(items)}

@@ -14,8 +14,10 @@ from stream_rec.model import registry
 from stream_rec.model.export import ParityError, check_parity, export_version, load_torch_model
 from stream_rec.model.neighbours import BlendParams
 from stream_rec.model.net import ModelConfig
-from stream_rec.model.runtime import OnnxScorer, choose_providers
-from stream_rec.model.train import TorchRanker, TrainConfig, train
+from stream_rec.model.ort_graph import choose_providers
+from stream_rec.model.ranking import TorchRanker
+from stream_rec.model.runtime import OnnxScorer
+from stream_rec.model.train import TrainConfig, train
 from stream_rec.serving.scorer import CatalogItem, Scorer, ScoreRequest
 from stream_rec.settings import load_settings
 
@@ -303,7 +305,8 @@ def test_prewarm_leaves_no_heavy_import_for_the_first_swap(exported_version: Pat
 
     code = (
         "import sys\n"
-        "from stream_rec.model.runtime import OnnxScorer, prewarm\n"
+        "from stream_rec.model.ort_graph import prewarm\n"
+        "from stream_rec.model.runtime import OnnxScorer\n"
         "from stream_rec.settings import load_settings\n"
         "settings = load_settings(device='cpu')\n"
         "prewarm(settings.device)\n"

@@ -13,20 +13,15 @@ import torch
 
 from stream_rec.model.export import load_torch_model
 from stream_rec.model.neighbours import TRANS_FILE, TRANS_WEIGHTS, WEIGHTS, BlendParams, Neighbours
-from stream_rec.model.runtime import (
-    OnnxScorer,
+from stream_rec.model.ort_graph import (
     blend_inputs,
     catalogue_inputs,
     left_padded,
     serving_graph,
 )
-from stream_rec.model.train import (
-    NEW_TARGET_FLOOR,
-    TorchRanker,
-    fit_neighbour_blend,
-    neighbour_parts,
-    served_scores,
-)
+from stream_rec.model.ranking import TorchRanker, neighbour_parts, served_scores
+from stream_rec.model.runtime import OnnxScorer
+from stream_rec.model.train import NEW_TARGET_FLOOR, fit_neighbour_blend
 from stream_rec.settings import load_settings
 
 SEQS = [[0, 1], [0, 1, 2], [2, 3]]

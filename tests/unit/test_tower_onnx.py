@@ -74,7 +74,7 @@ def test_the_graph_uses_the_fused_attention_of_onnx_runtime() -> None:
 def test_the_runtime_cuts_the_tower_where_items_are_read_alone() -> None:
     """The item side, run once over the catalogue, then the user side on the gathered rows,
     give the whole tower's user vector."""
-    from stream_rec.model.runtime import split_tower
+    from stream_rec.model.ort_graph import split_tower
 
     tower = _tower(2, 2, seed=5)
     items = torch.randn(9, 16)
@@ -93,7 +93,7 @@ def test_the_runtime_cuts_the_tower_where_items_are_read_alone() -> None:
 
 
 def test_a_tower_without_the_named_item_inputs_is_served_whole() -> None:
-    from stream_rec.model.runtime import split_tower
+    from stream_rec.model.ort_graph import split_tower
 
     graph = user_tower_graph(_tower(1, 2))
     for node in graph.graph.node:  # as a tower exported before the value had its name
