@@ -27,6 +27,13 @@ from tests.model_fixtures import (
 
 pytestmark = pytest.mark.integration
 FAVOURED = ("20", "21", "22")
+# The trainer of these tests: one window of this test's feedback (150 examples; the 150 clicks
+# of _click_favoured close it), fine-tuned hard enough to move the ranking, gated strictly.
+ONE_WINDOW = {
+    "STREAM_REC_WINDOW_EXAMPLES": "150", "STREAM_REC_WINDOW_MIN_EXAMPLES": "50",
+    "STREAM_REC_WINDOW_SECONDS": "600", "STREAM_REC_FINETUNE_EPOCHS": "10",
+    "STREAM_REC_FINETUNE_LR": "0.02", "STREAM_REC_PROMOTE_TOLERANCE": "0.0",
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -144,12 +151,7 @@ def test_feedback_window_promotes_a_model_and_workers_swap_without_restart(
         pipeline, registry_template, STREAM_REC_LEARN_FROM_BEHAVIOR="false",
         STREAM_REC_DIVERSITY="0", STREAM_REC_LONG_TAIL="0",
     )  # fmt: skip
-    trainer = _trainer(
-        pipeline, root, STREAM_REC_WINDOW_EXAMPLES="150", STREAM_REC_WINDOW_MIN_EXAMPLES="50",
-        STREAM_REC_WINDOW_SECONDS="600", STREAM_REC_FINETUNE_EPOCHS="10",
-        STREAM_REC_FINETUNE_LR="0.02", STREAM_REC_PROMOTE_TOLERANCE="0.0",
-        STREAM_REC_SHADOW_SHARE="0",
-    )  # fmt: skip
+    trainer = _trainer(pipeline, root, **ONE_WINDOW, STREAM_REC_SHADOW_SHARE="0")
     # an item that reaches the catalogue after v0: the fine-tune gives it a row (growth)
     late = {"item_id": "late-1", "title": "Late arrival", "text": "a film added after training",
             "attributes": {}, "ts": time.time()}  # fmt: skip
@@ -204,12 +206,7 @@ def test_a_failed_training_leaves_the_serving_model_unchanged(
     failed, the registry's current version and what the worker serves stay, nothing is
     announced."""
     root, v0, w = _serving(pipeline, registry_template, STREAM_REC_LEARN_FROM_BEHAVIOR="false")
-    trainer = _trainer(
-        pipeline, root, fault, STREAM_REC_WINDOW_EXAMPLES="150",
-        STREAM_REC_WINDOW_MIN_EXAMPLES="50", STREAM_REC_WINDOW_SECONDS="600",
-        STREAM_REC_FINETUNE_EPOCHS="10", STREAM_REC_FINETUNE_LR="0.02",
-        STREAM_REC_PROMOTE_TOLERANCE="0.0", STREAM_REC_SHADOW_SHARE="0",
-    )  # fmt: skip
+    trainer = _trainer(pipeline, root, fault, **ONE_WINDOW, STREAM_REC_SHADOW_SHARE="0")
     try:
         sent = _click_favoured(pipeline, 0)
         deadline = time.monotonic() + 240
@@ -259,11 +256,8 @@ def test_a_candidate_is_checked_in_shadow_on_live_events_before_promotion(
         STREAM_REC_SHADOW_SHARE="1", STREAM_REC_METRICS_INTERVAL_S="1",
     )  # fmt: skip
     trainer = _trainer(
-        pipeline, root, STREAM_REC_WINDOW_EXAMPLES="150", STREAM_REC_WINDOW_MIN_EXAMPLES="50",
-        STREAM_REC_WINDOW_SECONDS="600", STREAM_REC_FINETUNE_EPOCHS="10",
-        STREAM_REC_FINETUNE_LR="0.02", STREAM_REC_PROMOTE_TOLERANCE="0.0",
-        STREAM_REC_SHADOW_SHARE="1", STREAM_REC_SHADOW_MIN_EVENTS="40",
-        STREAM_REC_SHADOW_TIMEOUT_S="180",
+        pipeline, root, **ONE_WINDOW, STREAM_REC_SHADOW_SHARE="1",
+        STREAM_REC_SHADOW_MIN_EVENTS="40", STREAM_REC_SHADOW_TIMEOUT_S="180",
     )  # fmt: skip
     try:
         sent = _click_favoured(pipeline, 0)
