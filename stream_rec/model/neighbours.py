@@ -124,6 +124,23 @@ class Neighbours:
         sim, _ = cooccurrence_cosine(seqs, n_items)
         return cls(sim.astype(np.float32), transitions(seqs, n_items))
 
+    def has_statistics(self) -> np.ndarray:
+        """[n_items] bool: items with a row or column in either matrix (interactions in the
+        fitted sequences). An item without (held out, or first seen after the fit) gets its
+        own two-tower part in place of its neighbour parts at serving."""
+        has = self.sim.any(axis=1)
+        if self.trans is not None:
+            has = has | self.trans.any(axis=1) | self.trans.any(axis=0)
+        return np.asarray(has)
+
+    def without_statistics(self, n_items: int) -> np.ndarray:
+        """[n_items] bool for a catalogue of ``n_items`` (rows beyond the fit included):
+        True where :meth:`has_statistics` is not."""
+        out = np.ones(n_items, dtype=bool)
+        k = min(n_items, self.n_items)
+        out[:k] = ~self.has_statistics()[:k]
+        return out
+
     def matrices(self, params: BlendParams) -> tuple[list[np.ndarray], list[float]]:
         """The matrices the blend uses (weight above 0) and their weights."""
         pairs = [(self.sim, params.weight), (self.trans, params.trans_weight)]

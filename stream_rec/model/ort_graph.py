@@ -155,14 +155,20 @@ def serving_graph(tower: Any, parts: int, last: int = 1) -> bytes:
 
 
 def catalogue_inputs(
-    tower_items: np.ndarray, items: np.ndarray, new: np.ndarray, offset: float
+    tower_items: np.ndarray,
+    items: np.ndarray,
+    new: np.ndarray,
+    offset: float,
+    offset_on: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """The per-catalogue inputs of :func:`serving_graph`."""
+    """The per-catalogue inputs of :func:`serving_graph`: ``new`` marks the items whose
+    neighbour parts are their own two-tower part, ``offset_on`` (default ``new``) those that
+    get the new-item offset."""
     return {
         "tower_items": np.concatenate([tower_items, np.zeros_like(tower_items[:1])]),  # + pad
         "items_t": np.ascontiguousarray(items.T),
         "new": new,
-        "bump": (offset * new).astype(np.float32),
+        "bump": (offset * (new if offset_on is None else offset_on)).astype(np.float32),
         "ones": np.ones(len(items), np.float32),
     }
 

@@ -39,13 +39,16 @@ def served_scores(
     weights: torch.Tensor,
     new: torch.Tensor,
     new_item_offset: float,
+    offset_on: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The served score (:mod:`stream_rec.model.neighbours`): ``z(raw) + sum_k weights[k] *
     z(parts[:, k])``, where an item without interactions (``new``) has no co-occurrence or
     transition evidence at all (not evidence of none), so its neighbour parts are its two-tower
     part instead of the zeros the matrices hold (otherwise a new item would trail every warm
     item by the neighbour weights and never be shown: cold HR@10 0.0 on the 10 % cold split);
-    then ``new_item_offset`` on new items (:mod:`stream_rec.model.calibrate`). The ONNX
+    then ``new_item_offset`` on new items, or on ``offset_on`` when given (the items without
+    training interactions, when ``new`` also holds items whose interactions came after the
+    neighbour fit) (:mod:`stream_rec.model.calibrate`). The ONNX
     runtime's serving graph (:func:`stream_rec.model.ort_graph.serving_graph`) computes the same.
     """
     base = standardise(raw)
@@ -54,7 +57,8 @@ def served_scores(
         z = torch.where(new, base.unsqueeze(1), standardise(parts))
         out = base + (z * weights.view(1, -1, 1)).sum(dim=1)
     if new_item_offset:
-        out = out + new_item_offset * new.to(out.dtype)
+        on = new if offset_on is None else offset_on
+        out = out + new_item_offset * on.to(out.dtype)
     return out
 
 
@@ -67,8 +71,15 @@ class TorchRanker:
         with torch.no_grad():
             self.items = model.item_matrix()
             self.item_inputs = model.user.item_inputs(self.items)  # once, as serving does
-        self.new = (model.counts == 0).cpu().numpy()  # items without training interactions
+        # The new-item offset goes to items without training interactions; the blend's own-part
+        # rule also to items without neighbour statistics (interactions only since the fit, in
+        # fine-tunes), as the ONNX runtime has it.
+        self.text_only = (model.counts == 0).cpu().numpy()
+        self.new = self.text_only
+        if model.neighbours is not None:
+            self.new = self.text_only | model.neighbours.without_statistics(model.n_items)
         self._new_t = torch.from_numpy(self.new)
+        self._text_only_t = torch.from_numpy(self.text_only)
         self.blend = BlendParams.from_config(model.cfg.as_dict())
         nb = model.neighbours
         mats, weights = nb.matrices(self.blend) if nb is not None else ([], [])
@@ -91,5 +102,7 @@ class TorchRanker:
             idx, w = self.model.neighbours.recent(histories, self.blend.last, self.blend.decay)
             parts = neighbour_parts(self.stacked, idx, w, self.model.n_items)
         offset = self.model.cfg.new_item_offset
-        out: np.ndarray = served_scores(raw, parts, self.weights, self._new_t, offset).numpy()
+        out: np.ndarray = served_scores(
+            raw, parts, self.weights, self._new_t, offset, self._text_only_t
+        ).numpy()
         return out

@@ -129,15 +129,23 @@ class OnnxScorer:
         per-catalogue inputs (:func:`serving_graph`): the rows the user tower reads (its item
         side, :func:`split_tower`, run here once instead of per request) plus a pad row, a
         contiguous transpose (the catalogue product reads it row by row), the new-item mask
-        (rows without an ID part: no training interactions, or added from the stream) and the
-        new-item offset as a row."""
+        (rows without an ID part: no training interactions, or added from the stream; and rows
+        without neighbour statistics) and the new-item offset (on the rows without an ID
+        part) as a row."""
         n = np.linalg.norm(items, axis=1, keepdims=True)
         unit = (items / np.maximum(n, 1e-12)).astype(np.float32)
-        new: np.ndarray = np.logical_not(id_part.any(axis=1))
+        text_only: np.ndarray = np.logical_not(id_part.any(axis=1))
+        # No neighbour statistics: text-only items, and items that gained interactions (an ID
+        # part) only after the fit, in fine-tunes; both take their own part in the blend.
+        new = text_only
+        if self.neighbours is not None:
+            new = text_only | self.neighbours.without_statistics(len(items))
         tower_items = items
         if self._item_side is not None:
             tower_items = self._item_side.run(None, {"item_vectors": items[None]})[0][0]
-        return unit, catalogue_inputs(tower_items, items, new, self.new_item_offset)
+        return unit, catalogue_inputs(
+            tower_items, items, new, self.new_item_offset, offset_on=text_only
+        )
 
     def _textsession(self) -> Any:
         if self._text_sess is None:  # lazily: most workers only score

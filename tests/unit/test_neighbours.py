@@ -231,3 +231,32 @@ def test_histories_are_left_padded_to_the_longest_or_the_blend_window() -> None:
     got = left_padded([[4, 5, 6], [7], [1, 2]])
     assert got.tolist() == [[4, 5, 6], [-1, -1, 7], [-1, 1, 2]]
     assert left_padded([[7]], 3).tolist() == [[-1, -1, 7]]
+
+
+def test_items_without_statistics_take_their_own_part_and_only_text_only_ones_the_offset() -> None:
+    """An item that gained interactions after the neighbour fit (a fine-tune's evidence, or a
+    row the fine-tune added) has no neighbour statistics: its parts are its own two-tower part,
+    as for an item without interactions; the new-item offset stays with the text-only items."""
+    sim = np.zeros((4, 4), dtype=np.float32)
+    sim[0, 1] = sim[1, 0] = 0.5
+    trans = np.zeros((4, 4), dtype=np.float32)
+    trans[2, 0] = 0.3  # item 2 only ever led to item 0: it has statistics too
+    nb = Neighbours(sim, trans)
+    assert nb.has_statistics().tolist() == [True, True, True, False]
+    assert nb.without_statistics(6).tolist() == [False, False, False, True, True, True]
+    raw = torch.tensor([[1.0, 2.0, 0.5, 3.0, 0.0, 1.5]])
+    parts = torch.zeros((1, 1, 6))
+    parts[0, 0, :3] = torch.tensor([1.0, 0.0, 2.0])
+    new = torch.from_numpy(nb.without_statistics(6))
+    text_only = torch.tensor([False, False, False, False, True, False])
+    w = torch.tensor([0.5])
+    out = served_scores(raw, parts, w, new, 0.7, text_only)[0]
+    base = served_scores(raw, None, w, new, 0.0)[0]  # z(raw)
+    own = base * 1.5  # z(raw) + 0.5 x z(raw)
+    for i in (3, 5):  # evidence after the fit: own part, no offset
+        assert out[i].item() == pytest.approx(own[i].item(), abs=1e-5)
+    assert out[4].item() == pytest.approx(own[4].item() + 0.7, abs=1e-5)  # text-only: offset
+    # without offset_on, the offset follows new (the rule before fine-tunes added evidence)
+    assert served_scores(raw, parts, w, new, 0.7)[0][3].item() == pytest.approx(
+        own[3].item() + 0.7, abs=1e-5
+    )
