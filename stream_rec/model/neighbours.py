@@ -37,6 +37,7 @@ so a large catalogue would need sparse top-k lists with a larger k, not these ma
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,14 +125,19 @@ class Neighbours:
         sim, _ = cooccurrence_cosine(seqs, n_items)
         return cls(sim.astype(np.float32), transitions(seqs, n_items))
 
-    def has_statistics(self) -> np.ndarray:
-        """[n_items] bool: items with a row or column in either matrix (interactions in the
-        fitted sequences). An item without (held out, or first seen after the fit) gets its
-        own two-tower part in place of its neighbour parts at serving."""
+    @functools.cached_property
+    def _has_statistics(self) -> np.ndarray:
         has = self.sim.any(axis=1)
         if self.trans is not None:
             has = has | self.trans.any(axis=1) | self.trans.any(axis=0)
         return np.asarray(has)
+
+    def has_statistics(self) -> np.ndarray:
+        """[n_items] bool: items with a row or column in either matrix (interactions in the
+        fitted sequences). An item without (held out, or first seen after the fit) gets its
+        own two-tower part in place of its neighbour parts at serving. Computed once (the
+        matrices of a version never change; a scorer asks again at every catalogue change)."""
+        return self._has_statistics
 
     def without_statistics(self, n_items: int) -> np.ndarray:
         """[n_items] bool for a catalogue of ``n_items`` (rows beyond the fit included):

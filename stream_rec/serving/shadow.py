@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 HIT_K = 10  # a hit: the user's next item among the list's first HIT_K
@@ -116,8 +116,7 @@ def verdict(
     ``z = (only_candidate - only_serving) / sqrt(only_candidate + only_serving)`` below ``-z``.
     Otherwise (better, or a difference within noise) it is promoted.
     """
-    total = {k: 0 for k in ("scored", "judged", "hits_serving", "hits_candidate",
-                            "only_candidate", "only_serving")}  # fmt: skip
+    total = {f.name: 0 for f in fields(ShadowStats) if f.name != "candidate"}
     workers = 0
     for stats in per_worker:
         workers += 1
