@@ -290,8 +290,10 @@ class Settings(BaseSettings):
     learn_from_behavior: bool = Field(
         False,
         description="Every behaviour event is also a positive training example (history -> "
-        "item). Off by default: in the out-of-sample replay it gained nothing over feedback "
-        "alone (1.00x the frozen model with the seeded replay buffer, 0.82x without).",
+        "item). In `stream-rec simulate` with the click model, fine-tunes from feedback alone "
+        "lost to the feedback signals alone (HR@10 -0.011 +- 0.003) and with this on they were "
+        "level (docs/model-report.md); off by default until its cost on the hot path (one more "
+        "record per event) is measured.",
     )
     finetune_epochs: int = Field(3, ge=1, le=100, description="Epochs per incremental fine-tune.")
     trainer_nice: int = Field(
@@ -354,6 +356,14 @@ class Settings(BaseSettings):
     )
     train_max_len: int = Field(
         200, ge=2, le=4096, description="Longest history the user tower reads (full training)."
+    )
+    train_threads: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="torch CPU threads of a full training, text encoding included (0 = one per "
+        "core). Below the core count, a trainer sharing its machine with workers leaves them "
+        "whole cores (the demo runs it with 1 of 2).",
     )
 
     # --- local tooling -------------------------------------------------------------------------
@@ -450,7 +460,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "shadow_share", "shadow_min_events", "shadow_timeout_s", "replay_examples",
         "finetune_epochs", "finetune_lr", "finetune_rank", "finetune_threads", "trainer_nice",
         "registry_keep", "bootstrap_min_events", "retrain_every_events", "retrain_every_hours",
-        "train_epochs", "train_dim", "train_layers", "train_max_len",
+        "train_epochs", "train_dim", "train_layers", "train_max_len", "train_threads",
     ),
     "observability": (
         "web_host", "web_port", "admin_token", "metrics_interval_s", "log_level", "home",

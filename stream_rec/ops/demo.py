@@ -51,12 +51,14 @@ from stream_rec.topics import Topics, create_topics_sync
 console = Console()
 
 
-# The demo-sized model: trains in well under a minute on 2 cores (STREAM_REC_TRAIN_*).
+# The demo-sized model: trains in well under a minute on 2 cores (STREAM_REC_TRAIN_*), on
+# one torch thread, so the worker serving the fallback meanwhile keeps a core.
 DEMO_TRAIN_ENV = {
     "STREAM_REC_TRAIN_EPOCHS": "10",
     "STREAM_REC_TRAIN_DIM": "32",
     "STREAM_REC_TRAIN_LAYERS": "1",
     "STREAM_REC_TRAIN_MAX_LEN": "50",
+    "STREAM_REC_TRAIN_THREADS": "1",
 }
 
 

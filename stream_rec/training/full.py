@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -117,6 +118,7 @@ def model_configs(settings: Settings, text_dim: int) -> tuple[Any, Any]:
         eval_every=min(10, settings.train_epochs),
         patience=3,
         device=settings.device,
+        threads=settings.train_threads or (os.cpu_count() or 1),
     )
     return mcfg, tcfg
 
@@ -172,6 +174,10 @@ def full_train(
         "bad_rows": dict(getattr(ds, "bad_rows", {})),
     }
     try:
+        if settings.train_threads:  # the text encoding below runs before training sets them
+            import torch
+
+            torch.set_num_threads(settings.train_threads)
         prepared = prepare(settings, ds, encoder_path=settings.encoder_path)
         mcfg, tcfg = model_configs(settings, int(prepared.text_vectors.shape[1]))
         _, metrics, path = train_and_export(

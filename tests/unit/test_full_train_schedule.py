@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from stream_rec.model import registry
 from stream_rec.settings import load_settings
-from stream_rec.training.full import TopicSizes, due, read_state, write_state
+from stream_rec.training.full import TopicSizes, due, model_configs, read_state, write_state
 
 NOW = 1_800_000_000.0
 
@@ -47,3 +48,10 @@ def test_state_round_trip_and_empty_registry(tmp_path: Path) -> None:
     assert registry.is_empty(tmp_path)  # the schedule file is not a model
     (tmp_path / "full_train.json").write_text("{garbled", encoding="utf-8")
     assert read_state(tmp_path) is None
+
+
+def test_full_training_threads_from_the_settings() -> None:
+    _, one = model_configs(load_settings(train_threads=1), 384)
+    assert one.threads == 1  # the demo leaves the worker a core
+    _, every = model_configs(load_settings(train_threads=0), 384)
+    assert every.threads == (os.cpu_count() or 1)
