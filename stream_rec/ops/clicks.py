@@ -42,8 +42,14 @@ class ClickModel:
             msg = f"click model: eta must be >= 0, got {self.eta}"
             raise ValueError(msg)
 
-    def rng(self) -> random.Random:
-        return random.Random(self.seed)  # noqa: S311 - simulation, not security
+    def rng_for(self, *event: object) -> random.Random:
+        """The draws of one event (e.g. its user and place in the user's sequence): common
+        random numbers, so every mode of a simulation that shows the same list for that event
+        gets the same clicks, and the modes' differences are their rankings', not the draws'
+        (a shared stream would hand out different numbers as soon as answers arrive in
+        another order)."""
+        key = ":".join(map(str, (self.seed, *event)))
+        return random.Random(key)  # noqa: S311 - simulation, not security
 
     def labels(
         self, items: Sequence[str], relevant: Collection[str], rng: random.Random

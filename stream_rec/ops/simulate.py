@@ -41,11 +41,12 @@ import time
 import urllib.request
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -76,6 +77,8 @@ class SimResult:
     new_recs: int = 0  # recommendations whose target (the user's next item) is a new item
     new_hits: int = 0
     version_at: dict[str, int] = field(default_factory=dict)  # version → recommendations before
+    outcomes: dict[tuple[str, int], bool] = field(default_factory=dict)  # (user, place) → hit
+    new_events: set[tuple[str, int]] = field(default_factory=set)  # those with a new-item target
 
     @property
     def hr10_new(self) -> float:
@@ -156,7 +159,6 @@ async def run_simulation(
     await producer.start()
     sent = 0
     clicks = clicks or ClickModel()
-    rng = clicks.rng()
     unpublished = dict(new_items or {})
 
     async def send_events() -> None:
@@ -204,9 +206,12 @@ async def run_simulation(
                     items = [i.item_id for i in rec.items][:10]
                     hit = bool(future) and future[0] in items
                     res.hits += hit
+                    res.outcomes[(rec.user_id, p)] = hit
                     if future and new_items and future[0] in new_items:
                         res.new_recs += 1
                         res.new_hits += hit
+                        res.new_events.add((rec.user_id, p))
+                    rng = clicks.rng_for(rec.user_id, p)  # the same draws in every mode
                     for item, label_ in zip(items, clicks.labels(items, future, rng), strict=True):
                         value = feedback_message(rec.user_id, item, label_, rec_id=rec.rec_id)
                         feedback.append((rec.user_id.encode(), value))
@@ -411,6 +416,20 @@ def simulate(base: Settings, ds: Dataset, *, registry: Path, users: int | None,
     def ratio(a: SimResult, b: SimResult) -> float:
         return _ratio(a.hr10, b.hr10)
 
+    pairs: dict[str, dict[str, float]] = {
+        "learning_vs_signals": paired(learning, signals),
+        "learning_vs_frozen": paired(learning, frozen),
+        "signals_vs_frozen": paired(signals, frozen),
+        **(
+            {
+                "learning_vs_frozen_new_items": paired(learning, frozen, learning.new_events),
+                "learning_vs_signals_new_items": paired(learning, signals, learning.new_events),
+            }
+            if new
+            else {}
+        ),
+        **split_at_first_promotion(learning, signals),
+    }
     result = {
         "train_until_ts": cutoff,
         "warm_up_events": 0 if counted is None else counted.count(False),
@@ -439,6 +458,7 @@ def simulate(base: Settings, ds: Dataset, *, registry: Path, users: int | None,
             if new and (r_new := _ratio(learning.hr10_new, frozen.hr10_new)) is not None
             else {}
         ),
+        "paired": pairs,
         "promotions_at": {v: n for v, n in learning.version_at.items() if n},
         **{f"{m}_blocks": r.blocks for m, r in runs.items()},
         "promoted_versions": sorted(learning.announcements),
@@ -482,6 +502,14 @@ def simulate(base: Settings, ds: Dataset, *, registry: Path, users: int | None,
             f" on the rest: frozen {frozen.hr10_rest:.4f}, signals {signals.hr10_rest:.4f}, "
             f"learning {learning.hr10_rest:.4f}"
         )
+    console.print(
+        "paired over the same events (difference in HR@10 ± its standard error): "
+        + "; ".join(
+            f"{name.replace('_vs_', ' − ').replace('_', ' ')} {d['difference']:+.4f} ± "
+            f"{d['se']:.4f} ({d['events']} events)"
+            for name, d in pairs.items()
+        )
+    )
     console.print(f"feedback: {result['feedback']}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
@@ -495,6 +523,40 @@ def simulate(base: Settings, ds: Dataset, *, registry: Path, users: int | None,
                 shutil.rmtree(p, ignore_errors=True)
     console.print(f"logs in {work}")
     return result
+
+
+def paired(
+    a: SimResult, b: SimResult, events: Collection[tuple[str, int]] | None = None
+) -> dict[str, float]:
+    """HR@10 of ``a`` minus ``b`` over the events both answered (of ``events``, default all):
+    the same events, and the same click draws wherever they showed the same list
+    (:meth:`ClickModel.rng_for`), so the standard error of the mean paired difference is the
+    noise to read a difference against. ``only_a``/``only_b``: events one of them hit and the
+    other missed."""
+    keys = [k for k in (a.outcomes if events is None else events) if k in a.outcomes]
+    d = np.array([int(a.outcomes[k]) - int(b.outcomes[k]) for k in keys if k in b.outcomes])
+    n = len(d)
+    return {
+        "events": n,
+        "difference": float(d.mean()) if n else float("nan"),
+        "se": float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
+        "only_a": int((d > 0).sum()),
+        "only_b": int((d < 0).sum()),
+    }
+
+
+def split_at_first_promotion(learning: SimResult, signals: SimResult) -> dict[str, Any]:
+    """Learning minus signals before the first promoted version served and after it. Before
+    it both serve the same model, so that difference is the setup's own noise (when feedback
+    arrives relative to the user's next event): a check on the difference after it."""
+    first = min((n for n in learning.version_at.values() if n), default=None)
+    if first is None:
+        return {}
+    order = list(learning.outcomes)  # in the learning run's order of answers
+    return {
+        "learning_vs_signals_before_first_promotion": paired(learning, signals, order[:first]),
+        "learning_vs_signals_after_first_promotion": paired(learning, signals, order[first:]),
+    }
 
 
 def _ratio(a: float, b: float) -> float:
