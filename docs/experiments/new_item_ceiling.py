@@ -14,7 +14,7 @@ the rest. This is the online loop's best case: every interaction of the stream a
 window limits, no gate.
 
     PYTHONPATH=. python docs/experiments/new_item_ceiling.py --registry R --users 150 \\
-        --epochs 3 10 --out runs/new-item-ceiling.json
+        --epochs 3 10 --replay 0 2 --out docs/experiments/new-item-ceiling.json
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 import tempfile
 import time
@@ -38,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stream-share", type=float, default=0.5)
     ap.add_argument("--epochs", type=int, nargs="+", default=[3, 10])
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument(
+        "--replay", type=float, nargs="+", default=[0.0],
+        help="replay sample per stream example, from the registry's replay buffer (the "
+        "trainer mixes in 2 per example); one fine-tune per value",
+    )  # fmt: skip
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -48,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from stream_rec.ops.simulate import new_item_ids, out_of_sample_events, train_until
     from stream_rec.serving.scorer import CatalogItem, ScoreRequest
     from stream_rec.settings import load_settings
+    from stream_rec.training.replay import load_replay
 
     settings = load_settings()
     ds = load_movielens("movielens-100k", settings.home)
@@ -75,13 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     def hr10(version_dir: Path) -> dict[str, Any]:
         sc = OnnxScorer(version_dir, settings)
         sc.upsert_items(catalog)  # new items unknown to the version: embedded from text
-        hits = {"new": [0, 0], "rest": [0, 0]}
+        hits = {"new": [0, 0], "rest": [0, 0], "all": [0, 0]}
         for start in range(0, len(evaluation), 64):
             batch = evaluation[start : start + 64]
             for (_, target), items in zip(batch, sc.score([r for r, _ in batch], 10), strict=True):
-                g = hits["new" if target in new else "rest"]
-                g[0] += target in [i.item_id for i in items]
-                g[1] += 1
+                hit = target in [i.item_id for i in items]
+                for g in (hits["new" if target in new else "rest"], hits["all"]):
+                    g[0] += hit
+                    g[1] += 1
         return {g: {"hr10": h / n if n else None, "events": n} for g, (h, n) in hits.items()}
 
     base_dir = registry.resolve(args.registry)
@@ -93,17 +101,23 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     print(json.dumps({k: v for k, v in report.items() if k != "finetuned"}, indent=1))
     with tempfile.TemporaryDirectory() as tmp:
+        buffer = load_replay(args.registry)
         for epochs in args.epochs:
-            t0 = time.perf_counter()
-            out = finetune_incremental(
-                base_dir, examples, [], Path(tmp) / f"e{epochs}", settings, epochs=epochs,
-                lr=args.lr, new_items=new_items, make_current=False,
-            )  # fmt: skip
-            if out is None:
-                sys.exit("the fine-tune published nothing")
-            row = {**hr10(out), "finetune_s": round(time.perf_counter() - t0, 1)}
-            report["finetuned"][str(epochs)] = row
-            print(f"epochs {epochs}: {json.dumps(row)}", flush=True)
+            for per_example in args.replay:
+                t0 = time.perf_counter()
+                n_replay = min(len(buffer), int(per_example * len(examples)))
+                replay = random.Random(0).sample(buffer, n_replay)  # noqa: S311
+                name = str(epochs) if not per_example else f"{epochs}-replay{per_example:g}"
+                out = finetune_incremental(
+                    base_dir, examples, replay, Path(tmp) / f"e{name}", settings,
+                    epochs=epochs, lr=args.lr, new_items=new_items, make_current=False,
+                )  # fmt: skip
+                if out is None:
+                    sys.exit("the fine-tune published nothing")
+                row = {**hr10(out), "replay": n_replay,
+                       "finetune_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
+                report["finetuned"][name] = row
+                print(f"epochs {name}: {json.dumps(row)}", flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2))
