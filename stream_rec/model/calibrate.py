@@ -24,6 +24,9 @@ Two rules read the same grid (both picks are kept in ``OffsetFit.picks``):
   the validation stage happens to hold (the neighbour blend's guardrail treats the groups the
   same way); the largest offset within one paired standard error of the best, the error of the
   two-group mean.
+* ``balanced_best``: the same two-group objective at its best grid point, without the push to
+  the largest offset within one error (between the two: new items lifted as far as the
+  two-group objective gains, not as far as noise allows).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from stream_rec.eval.protocol import Ranker, Stage, ndcg_gains, stage_scores, ta
 
 GRID = tuple(round(0.1 * i, 1) for i in range(21))  # 0.0 … 2.0 standard deviations
 MIN_USERS = 30
-RULES = ("one_se", "balanced")
+RULES = ("one_se", "balanced", "balanced_best")
 
 
 @dataclass
@@ -132,13 +135,21 @@ def fit_new_item_offset(
         best, chosen, losses = _largest_within_one_se(grid, per_user, np.asarray(w, dtype=float))
         picks[name] = float(grid[chosen])
         bests[name] = best
+        if name == "balanced":
+            picks["balanced_best"] = float(grid[best])
+            bests["balanced_best"] = best
         for row, (loss, se) in zip(table, losses, strict=True):
             key = "" if name == "one_se" else f"_{name}"
             row[f"loss_vs_best{key}"] = loss
             row[f"paired_se{key}"] = se
     objective = "NDCG@10" if rule == "one_se" else "mean of the new- and warm-target NDCG@10"
+    how = (
+        "best"
+        if rule == "balanced_best"
+        else "largest offset within one paired standard error of the best"
+    )
     reason = (
-        f"{rule}: largest offset within one paired standard error of the best {stage} "
-        f"{objective} (best at {grid[bests[rule]]:.2f}), {n_new} {stage} targets are new items"
+        f"{rule}: {how} {stage} {objective} (best at {grid[bests[rule]]:.2f}), {n_new} "
+        f"{stage} targets are new items"
     )
     return OffsetFit(picks[rule], n_new, reason, table, picks)

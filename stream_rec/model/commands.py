@@ -139,8 +139,10 @@ def train_command(
     new_item_offset_rule: Annotated[
         str,
         typer.Option(
-            help="How the new-item offset is picked on validation: one_se (all users alike) "
-            "or balanced (users with a new-item target weigh as much as the others)."
+            help="How the new-item offset is picked on validation: one_se (all users alike), "
+            "balanced (users with a new-item target weigh as much as the others; the largest "
+            "offset within one standard error of that objective's best) or balanced_best (at "
+            "its best)."
         ),
     ] = "one_se",
     cold_items: Annotated[

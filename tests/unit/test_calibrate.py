@@ -109,5 +109,12 @@ def test_balanced_rule_weighs_new_target_users_as_a_group() -> None:
     assert fit.picks["one_se"] < 1.6
     assert fit.offset == fit.picks["balanced"] >= 1.9
     assert "balanced" in fit.reason
+    # balanced_best: the objective's best point, never above the one-error push of balanced
+    best = fit_new_item_offset(Table(rows), _split(targets), NEW, min_users=5, rule="balanced_best")
+    assert best.offset == best.picks["balanced_best"] == fit.picks["balanced_best"]
+    assert 1.9 <= best.offset <= fit.picks["balanced"]
+    table = {r["offset"]: r for r in best.table}
+    assert table[best.offset]["loss_vs_best_balanced"] == 0.0
+    assert "balanced_best: best valid" in best.reason
     with pytest.raises(ValueError, match="unknown new-item offset rule"):
         fit_new_item_offset(Table(rows), _split(targets), NEW, rule="best")

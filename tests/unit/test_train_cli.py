@@ -144,7 +144,7 @@ def test_train_tune_text_exports_the_tuned_encoder(tmp_path: Path, tiny_encoder_
         "--epochs", "2", "--dim", "16", "--layers", "1", "--max-len", "16", "--tune-text",
     ]  # fmt: skip
     bad = _run([*args, "--new-item-offset-rule", "best"], tmp_path)
-    assert bad.returncode != 0 and "one_se, balanced" in bad.stdout + bad.stderr
+    assert bad.returncode != 0 and "one_se, balanced, balanced_best" in bad.stdout + bad.stderr
     proc = _run(args, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "±" in proc.stdout  # every metric with its standard error over users
