@@ -8,6 +8,8 @@ train+validation), and the test metrics of all users and of the users whose test
 held-out item are computed with the torch ranker (the ONNX serving graph equals it within 1e-4,
 ``tests/unit/test_neighbours.py``) — at the offset each rule of ``calibrate.RULES`` picks on
 validation, and at offset 0. ``--seeds none`` trains on the standard split (no held-out items).
+The encoder is ``STREAM_REC_ENCODER_PATH`` (unset: the bundled all-MiniLM-L6-v2); the device
+is ``STREAM_REC_DEVICE`` (auto: a GPU when torch sees one).
 
     PYTHONPATH=. python docs/experiments/cold_seeds.py --seeds 1 2 3 --epochs 20 \
         --out /tmp/runs/frozen
@@ -44,7 +46,7 @@ def run_seed(seed: int | None, args: argparse.Namespace) -> dict[str, Any]:
 
     settings = load_settings()
     cold = None if seed is None else str(args.fraction)
-    prepared = prepare(settings, "movielens-100k", cold, seed or 0)
+    prepared = prepare(settings, "movielens-100k", cold, seed or 0, settings.encoder_path)
     mcfg = ModelConfig(text_dim=int(prepared.text_vectors.shape[1]))
     tcfg = TrainConfig(
         epochs=args.epochs,
@@ -56,7 +58,7 @@ def run_seed(seed: int | None, args: argparse.Namespace) -> dict[str, Any]:
     )
     t0 = time.perf_counter()
     result, metrics, _ = train_and_export(
-        settings, prepared, mcfg, tcfg, None, None, None, export=False
+        settings, prepared, mcfg, tcfg, None, settings.encoder_path, None, export=False
     )
     wall = time.perf_counter() - t0
     model, split = result.model, prepared.split
@@ -106,10 +108,10 @@ def table(folders: list[Path]) -> str:
                 if row is None:
                     continue
                 t, c = row["test"], row.get("test_cold_target")
-                all_ndcg.append(t["ndcg10"])
                 cells = ["–", "–", "–"]
-                if c is not None:
+                if c is not None:  # a held-out draw (the standard split has no cold users)
                     cold_hr.append(c["hr10"])
+                    all_ndcg.append(t["ndcg10"])
                     cells = [
                         str(int(c["users"])),
                         f"{c['hr10']:.4f} ± {c['hr10_se']:.4f}",
@@ -121,9 +123,9 @@ def table(folders: list[Path]) -> str:
                     + f" | {t['ndcg10']:.4f} ± {t['ndcg10_se']:.4f} | {t['hr10']:.4f} | "
                     f"{run['train_wall_s']:.0f} |"
                 )
-            if len(runs) > 1:
-                mean_cold = f"{sum(cold_hr) / len(cold_hr):.4f}" if cold_hr else "–"
-                low = f" (lowest {min(cold_hr):.4f})" if cold_hr else ""
+            if len(cold_hr) > 1:  # the mean over the held-out draws
+                mean_cold = f"{sum(cold_hr) / len(cold_hr):.4f}"
+                low = f" (lowest {min(cold_hr):.4f})"
                 lines.append(
                     f"| {folder.name} | **mean** | {rule} | | | **{mean_cold}**{low} | | "
                     f"{sum(all_ndcg) / len(all_ndcg):.4f} | | |"
