@@ -1,4 +1,4 @@
-"""How far can an incremental fine-tune lift new items, given all their evidence? (issue: the
+"""How far can an incremental fine-tune lift new items, given all their evidence? (the
 learning loop and new items)
 
 Offline, no Kafka. The base version was trained without a share of the items (``stream-rec
