@@ -113,9 +113,8 @@ def register(pipeline: Pipeline) -> None:
         partitions=settings.partitions,
     )
     recs_name = pipeline.topics.recommendations
-    examples_topic = app.topic(
-        pipeline.topics.training_examples, key_serializer="raw", value_serializer="raw"
-    )
+    examples_name = pipeline.topics.training_examples
+    examples_topic = app.topic(examples_name, key_serializer="raw", value_serializer="raw")
     sessions = pipeline.tables.sessions
     rec_context = pipeline.tables.rec_context
     lim = limits(pipeline)
@@ -138,8 +137,10 @@ def register(pipeline: Pipeline) -> None:
         so the feedback agent (same event loop) never sees a stale session nor has its own
         write overwritten."""
 
-        def __init__(self) -> None:
+        def __init__(self, producer: Any) -> None:
             self.sessions: dict[bytes, tuple[Session, Any]] = {}  # key → (session, last event)
+            self.producer = producer
+            self.examples: list[tuple[bytes, bytes]] = []  # (key, example) in event order
 
         def session(self, key: bytes) -> Session:
             pending = self.sessions.get(key)
@@ -150,6 +151,16 @@ def register(pipeline: Pipeline) -> None:
                 _make_current(event)  # the table shard and changelog partition of the user
                 sessions[key] = encode_session(session)
             self.sessions.clear()
+
+        async def send_examples(self) -> None:
+            """Hand this batch's training examples to the producer, in event order (one send
+            each, not awaited per record; the offsets are committed after the batch as for the
+            recommendations). A ``forget`` sends them first, so no example of a user follows
+            the user's forget marker."""
+            send = self.producer.send
+            for key, value in self.examples:
+                await send(examples_name, key, value, None, None, None)
+            self.examples.clear()
 
     async def handle(event: Any, batch: Batch, clock: StageClock) -> Job | None:
         """Validate one event and apply it to its user's session; return the scoring job."""
@@ -181,6 +192,7 @@ def register(pipeline: Pipeline) -> None:
         counted[ev.event].inc()
         if ev.event == "forget":
             batch.write()
+            await batch.send_examples()
             await forget(key)
             return None
         before = batch.session(key)
@@ -192,8 +204,7 @@ def register(pipeline: Pipeline) -> None:
             label = label_of("rate", ev.value, settings.positive_rating) if rate else 1
             ex = example(ev.user_id, before["items"], ev.item_id, label, ev.ts, None, False,
                          "behavior")  # fmt: skip
-            batch.write()
-            await examples_topic.send(key=key, value=msgpack.packb(ex, use_bin_type=True))
+            batch.examples.append((key, msgpack.packb(ex, use_bin_type=True)))
         msg = event.message
         exclude, adjust = frozenset(after["seen"]), dict[str, float]()
         if settings.feedback_signals:
@@ -232,7 +243,7 @@ def register(pipeline: Pipeline) -> None:
         """Handle, score and publish one micro-batch; every lap goes to ``clock``."""
         loop = asyncio.get_running_loop()
         jobs: list[Job] = []
-        batch = Batch()
+        batch = Batch(producer)
         for event in events:
             _make_current(event)
             try:
@@ -245,6 +256,7 @@ def register(pipeline: Pipeline) -> None:
             if job is not None:
                 jobs.append(job)
         batch.write()
+        await batch.send_examples()
         clock.lap("session")
         if not jobs:
             return

@@ -70,6 +70,28 @@ def test_every_user_gets_contract_recommendations(pipeline: Pipeline) -> None:
     assert w.alive()
 
 
+def test_no_behaviour_example_follows_the_users_forget_marker(pipeline: Pipeline) -> None:
+    # Examples are handed to the producer once per micro-batch; a forget in the same batch
+    # sends the ones before it first, so the trainer never gets a forgotten user's example
+    # after the marker that deletes the user.
+    pipeline.produce("items", items_messages(20))
+    w = pipeline.worker(STREAM_REC_LEARN_FROM_BEHAVIOR="true").start()
+    w.wait_ready()
+    msgs = [(b"u1", behavior("u1", f"i{n}")) for n in range(4)]
+    msgs.append((b"u1", behavior("u1", "i4", event="forget")))
+    msgs += [(b"u1", behavior("u1", f"i{n}")) for n in range(5, 8)]
+    pipeline.produce("behavior", msgs)  # one produce: the worker takes them in few batches
+    got = pipeline.consume("training-examples", 3 + 1 + 2, timeout=60, settle=2.0)
+    seq = [msgpack.unpackb(m.value) for m in got]
+    assert len(seq) == 6, seq
+    assert "forget" in seq[3] and seq[3]["forget"] == "u1"
+    before, after = seq[:3], seq[4:]
+    assert [e["item_id"] for e in before] == ["i1", "i2", "i3"]
+    # after the forget the session starts again: i5 opens it, i6 and i7 follow
+    assert [(e["item_id"], e["history"]) for e in after] == [("i6", ["i5"]), ("i7", ["i5", "i6"])]
+    assert w.alive()
+
+
 def test_malformed_payloads_become_dead_letters(pipeline: Pipeline) -> None:
     pipeline.produce("items", items_messages(20))
     w = pipeline.worker().start()
