@@ -292,8 +292,8 @@ class Settings(BaseSettings):
         description="Every behaviour event is also a positive training example (history -> "
         "item). In `stream-rec simulate` with the click model, fine-tunes from feedback alone "
         "lost to the feedback signals alone (HR@10 -0.011 +- 0.003) and with this on they were "
-        "level (docs/model-report.md); off by default until its cost on the hot path (one more "
-        "record per event) is measured.",
+        "level (docs/model-report.md). Off by default: it costs the worker about a tenth of its "
+        "throughput (docs/hot-path.md) and the trainer a fine-tune per window of behaviour.",
     )
     finetune_epochs: int = Field(3, ge=1, le=100, description="Epochs per incremental fine-tune.")
     trainer_nice: int = Field(
