@@ -114,18 +114,10 @@ def register(pipeline: Pipeline) -> None:
     )
     recs_name = pipeline.topics.recommendations
     examples_name = pipeline.topics.training_examples
-    examples_topic = app.topic(examples_name, key_serializer="raw", value_serializer="raw")
     sessions = pipeline.tables.sessions
     rec_context = pipeline.tables.rec_context
     lim = limits(pipeline)
     placement = Placement(pipeline, pipeline.topics.behavior, "behavior")
-
-    async def forget(key: bytes) -> None:
-        """Delete the user's state everywhere (changelog tombstones) and tell the trainer."""
-        sessions.pop(key, None)
-        rec_context.pop(key, None)
-        await examples_topic.send(key=key, value=forget_marker(key.decode(errors="replace")))
-        metrics.forgets.inc()
 
     dispatch = Dispatch(settings.score_inline_ms / 1000.0)
     counted = {e: metrics.events_in.labels(topic="behavior", event=e) for e in EVENT_TYPES}
@@ -140,7 +132,8 @@ def register(pipeline: Pipeline) -> None:
         def __init__(self, producer: Any) -> None:
             self.sessions: dict[bytes, tuple[Session, Any]] = {}  # key → (session, last event)
             self.producer = producer
-            self.examples: list[tuple[bytes, bytes]] = []  # (key, example) in event order
+            # (key, record) for the trainer's topic in event order: examples, forget markers
+            self.to_trainer: list[tuple[bytes, bytes]] = []
 
         def session(self, key: bytes) -> Session:
             pending = self.sessions.get(key)
@@ -152,15 +145,23 @@ def register(pipeline: Pipeline) -> None:
                 sessions[key] = encode_session(session)
             self.sessions.clear()
 
-        async def send_examples(self) -> None:
-            """Hand this batch's training examples to the producer, in event order (one send
-            each, not awaited per record; the offsets are committed after the batch as for the
-            recommendations). A ``forget`` sends them first, so no example of a user follows
-            the user's forget marker."""
+        def forget(self, key: bytes) -> None:
+            """Delete the user's state everywhere (changelog tombstones) and queue the marker
+            that tells the trainer, after the user's examples of this batch."""
+            self.write()
+            sessions.pop(key, None)
+            rec_context.pop(key, None)
+            self.to_trainer.append((key, forget_marker(key.decode(errors="replace"))))
+            metrics.forgets.inc()
+
+        async def send_to_trainer(self) -> None:
+            """Hand this batch's records for the trainer to the producer in event order (one
+            send each, not awaited per record; the offsets are committed after the batch as
+            for the recommendations), so no example of a user follows its forget marker."""
             send = self.producer.send
-            for key, value in self.examples:
+            for key, value in self.to_trainer:
                 await send(examples_name, key, value, None, None, None)
-            self.examples.clear()
+            self.to_trainer.clear()
 
     async def handle(event: Any, batch: Batch, clock: StageClock) -> Job | None:
         """Validate one event and apply it to its user's session; return the scoring job."""
@@ -171,9 +172,7 @@ def register(pipeline: Pipeline) -> None:
             return None
         if event.value is None:  # tombstone on a user key = forget that user
             if key:
-                batch.write()
-                batch.sessions.pop(key, None)
-                await forget(key)
+                batch.forget(key)
                 counted["forget"].inc()
             return None
         try:
@@ -191,9 +190,7 @@ def register(pipeline: Pipeline) -> None:
             return None
         counted[ev.event].inc()
         if ev.event == "forget":
-            batch.write()
-            await batch.send_examples()
-            await forget(key)
+            batch.forget(key)
             return None
         before = batch.session(key)
         after = apply_event(before, ev, max_items=settings.session_length)
@@ -204,7 +201,7 @@ def register(pipeline: Pipeline) -> None:
             label = label_of("rate", ev.value, settings.positive_rating) if rate else 1
             ex = example(ev.user_id, before["items"], ev.item_id, label, ev.ts, None, False,
                          "behavior")  # fmt: skip
-            batch.examples.append((key, msgpack.packb(ex, use_bin_type=True)))
+            batch.to_trainer.append((key, msgpack.packb(ex, use_bin_type=True)))
         msg = event.message
         exclude, adjust = frozenset(after["seen"]), dict[str, float]()
         if settings.feedback_signals:
@@ -256,7 +253,7 @@ def register(pipeline: Pipeline) -> None:
             if job is not None:
                 jobs.append(job)
         batch.write()
-        await batch.send_examples()
+        await batch.send_to_trainer()
         clock.lap("session")
         if not jobs:
             return

@@ -147,6 +147,12 @@ class Neighbours:
         out[:k] = ~self.has_statistics()[:k]
         return out
 
+    def own_part(self, text_only: np.ndarray) -> np.ndarray:
+        """[n_items] bool: the items whose neighbour parts are their own two-tower part in the
+        blend: those without an ID part (``text_only``) and those without statistics (their
+        interactions came after the fit, in fine-tunes). Torch and ONNX Runtime both use it."""
+        return np.asarray(text_only, dtype=bool) | self.without_statistics(len(text_only))
+
     def matrices(self, params: BlendParams) -> tuple[list[np.ndarray], list[float]]:
         """The matrices the blend uses (weight above 0) and their weights."""
         pairs = [(self.sim, params.weight), (self.trans, params.trans_weight)]

@@ -75,13 +75,11 @@ class TorchRanker:
         # rule also to items without neighbour statistics (interactions only since the fit, in
         # fine-tunes), as the ONNX runtime has it.
         self.text_only = (model.counts == 0).cpu().numpy()
-        self.new = self.text_only
-        if model.neighbours is not None:
-            self.new = self.text_only | model.neighbours.without_statistics(model.n_items)
+        nb = model.neighbours
+        self.new = self.text_only if nb is None else nb.own_part(self.text_only)
         self._new_t = torch.from_numpy(self.new)
         self._text_only_t = torch.from_numpy(self.text_only)
         self.blend = BlendParams.from_config(model.cfg.as_dict())
-        nb = model.neighbours
         mats, weights = nb.matrices(self.blend) if nb is not None else ([], [])
         self.stacked = torch.from_numpy(nb.stacked(mats, model.n_items)) if nb and mats else None
         self.weights = torch.tensor(weights, dtype=torch.float32)

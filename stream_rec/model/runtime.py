@@ -135,11 +135,8 @@ class OnnxScorer:
         n = np.linalg.norm(items, axis=1, keepdims=True)
         unit = (items / np.maximum(n, 1e-12)).astype(np.float32)
         text_only: np.ndarray = np.logical_not(id_part.any(axis=1))
-        # No neighbour statistics: text-only items, and items that gained interactions (an ID
-        # part) only after the fit, in fine-tunes; both take their own part in the blend.
-        new = text_only
-        if self.neighbours is not None:
-            new = text_only | self.neighbours.without_statistics(len(items))
+        nb = self.neighbours
+        new = text_only if nb is None else nb.own_part(text_only)
         tower_items = items
         if self._item_side is not None:
             tower_items = self._item_side.run(None, {"item_vectors": items[None]})[0][0]

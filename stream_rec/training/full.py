@@ -100,6 +100,11 @@ async def topic_sizes(settings: Settings, consumer: Any) -> TopicSizes:
     )
 
 
+def train_threads(settings: Settings) -> int:
+    """torch CPU threads of a full training (``STREAM_REC_TRAIN_THREADS``, 0 = one per core)."""
+    return settings.train_threads or os.cpu_count() or 1
+
+
 def model_configs(settings: Settings, text_dim: int) -> tuple[Any, Any]:
     """The model and training configuration of a full training, from the settings."""
     from stream_rec.model.net import ModelConfig
@@ -118,7 +123,7 @@ def model_configs(settings: Settings, text_dim: int) -> tuple[Any, Any]:
         eval_every=min(10, settings.train_epochs),
         patience=3,
         device=settings.device,
-        threads=settings.train_threads or (os.cpu_count() or 1),
+        threads=train_threads(settings),
     )
     return mcfg, tcfg
 
@@ -174,10 +179,9 @@ def full_train(
         "bad_rows": dict(getattr(ds, "bad_rows", {})),
     }
     try:
-        if settings.train_threads:  # the text encoding below runs before training sets them
-            import torch
+        import torch
 
-            torch.set_num_threads(settings.train_threads)
+        torch.set_num_threads(train_threads(settings))  # the text encoding runs before training
         prepared = prepare(settings, ds, encoder_path=settings.encoder_path)
         mcfg, tcfg = model_configs(settings, int(prepared.text_vectors.shape[1]))
         _, metrics, path = train_and_export(
