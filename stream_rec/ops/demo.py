@@ -132,6 +132,22 @@ class ShadowFallback:
         return [i.item_id for i in self.scorer.score([req], k)[0]]
 
 
+def shadow_hits(
+    shadow: ShadowFallback,
+    sent: Sequence[tuple[str, str, str, float]],
+    answered: dict[tuple[str, float], str | None],
+    hit: HitRates,
+) -> None:
+    """Score with the fallback every event the model answered, as the fallback would have
+    then (its state holds every event sent up to and with that one), into ``hit``'s
+    "fallback, same events". ``sent``: (user, item, event type, ts) in sending order;
+    ``answered``: (user, ts) → the user's next item."""
+    for user, item, kind, ts in sent:
+        shadow.observe(user, item, kind)
+        if (user, ts) in answered:
+            hit.add("fallback, same events", answered[(user, ts)], shadow.top(user, hit.k))
+
+
 def next_items(events: Sequence[Any]) -> dict[tuple[str, int], str | None]:
     """(user, n-th event of that user) → the item of the user's following event, if any."""
     by_user: dict[str, list[str]] = {}
@@ -245,7 +261,7 @@ def run_demo(
 
 def _clean_up(settings: Settings, prefix: str, run_dir: Path, logs: dict[str, Path]) -> None:
     """Delete the run's topics (its own and the Faust changelogs), tables and registry; keep
-    the two logs."""
+    the two logs and the run's figures (report.json)."""
     from stream_rec.topics import delete_topics_with_prefix
 
     async def delete() -> None:
@@ -257,7 +273,7 @@ def _clean_up(settings: Settings, prefix: str, run_dir: Path, logs: dict[str, Pa
     except Exception as exc:  # noqa: BLE001 - cleaning up must not hide the demo's result
         console.print(f"[yellow]could not delete the demo topics {prefix}*: {exc}[/yellow]")
     for child in run_dir.iterdir():
-        if child not in logs.values():
+        if child not in logs.values() and child.name != "report.json":
             shutil.rmtree(child, ignore_errors=True)
     console.print(f"logs of this run: {run_dir} (--keep keeps its topics and registry)")
 
@@ -295,17 +311,24 @@ class Show:
         self.settings, self.ds, self.rate = settings, ds, rate
         self.history, self.live_events, self.model_events = history, live_events, model_events
         self.logs = logs
+        self.report_path = logs["worker"].parent / "report.json"
         self.titles = {iid: _title(it) for iid, it in ds.items.items()}
         self.next = next_items(events)
         self.history_events = events[:history]
         self.hit = HitRates(k=10)
+        # The fallback's lists for the events the model answers are computed after the live
+        # phase, from the sent events in their order: the same lists, without the demo
+        # process taking CPU from the worker while latencies are measured.
         self.shadow = ShadowFallback(list(ds.items.values()), settings.session_length)
-        self.shadow_top: dict[tuple[str, float], list[str]] = {}
+        self.sent_log: list[tuple[str, str, str, float]] = []  # user, item, event type, ts
+        self.model_answered: dict[tuple[str, float], str | None] = {}  # → the next item
         # (user, event ts) → (n-th event of that user, item, live?) for each event sent
         self.sent: dict[tuple[str, float], tuple[int, str, bool]] = {}
         self.count: dict[str, int] = {}
         self.n_sent = self.received = self.live_received = self.model_answers = 0
         self.latencies: list[float] = []
+        # (seconds into the live phase the answer arrived, latency s, fallback or model)
+        self.timeline: list[tuple[float, float, str]] = []
         self.period_latencies: dict[str, list[float]] = {"fallback": [], "model": []}
         self.rows: deque[tuple[str, ...]] = deque(maxlen=10)
         self.phase = "history"
@@ -314,9 +337,7 @@ class Show:
         self.t0 = time.monotonic()
 
     def on_send(self, x: Any, ts: float) -> None:
-        self.shadow.observe(x.user_id, x.item_id, x.event)
-        if self.phase == "live":
-            self.shadow_top[(x.user_id, ts)] = self.shadow.top(x.user_id, self.hit.k)
+        self.sent_log.append((x.user_id, x.item_id, x.event, ts))
         n = self.count.get(x.user_id, 0)
         self.count[x.user_id] = n + 1
         self.sent[(x.user_id, ts)] = (n, x.item_id, self.phase == "live")
@@ -333,11 +354,12 @@ class Show:
         items = [i.item_id for i in rec.items]
         period = "fallback" if is_fallback(version) else "model"
         self.period_latencies[period].append(self.latencies[-1])
+        since = time.monotonic() - (self.history_done_at or self.t0)
+        self.timeline.append((round(since, 3), round(self.latencies[-1], 5), period))
         nxt = self.next.get((rec.user_id, n))
         self.hit.add(period, nxt, items)
         if period == "model":
-            shadow = self.shadow_top.pop((rec.user_id, rec.event_ts), [])
-            self.hit.add("fallback, same events", nxt, shadow)
+            self.model_answered[(rec.user_id, rec.event_ts)] = nxt
             self.model_answers += 1
             if self.swap is None:
                 self.swap = (version, time.monotonic() - (self.history_done_at or self.t0))
@@ -453,21 +475,32 @@ class Show:
         live.update(self.render())
 
     def report(self, trainer: subprocess.Popen[bytes]) -> bool:
+        shadow_hits(self.shadow, self.sent_log, self.model_answered, self.hit)
         wall = time.monotonic() - self.t0
         console.print(
             f"replayed {self.n_sent} events ({self.history} history, "
             f"{self.n_sent - self.history} live at {self.rate:.0f}/s) in {wall:.0f} s; "
             f"{self.received} recommendations"
         )
-        for label, xs in (("all live events", self.latencies),
-                          ("answered by the fallback (the trainer bootstrapping beside it)",
-                           self.period_latencies["fallback"]),
-                          ("answered by the model", self.period_latencies["model"])):  # fmt: skip
+        figures: dict[str, Any] = {"events": self.n_sent, "history": self.history,
+                                   "rate": self.rate, "latency_ms": {}}  # fmt: skip
+        for key, label, xs in (("all", "all live events", self.latencies),
+                               ("fallback", "answered by the fallback (the trainer bootstrapping "
+                                "beside it)", self.period_latencies["fallback"]),
+                               ("model", "answered by the model",
+                                self.period_latencies["model"])):  # fmt: skip
             console.print(
                 f"latency, {label}: p50 {1000 * percentile(xs, 0.5):.1f} ms, "
                 f"p95 {1000 * percentile(xs, 0.95):.1f} ms, "
                 f"p99 {1000 * percentile(xs, 0.99):.1f} ms"
             )
+            figures["latency_ms"][key] = {
+                "n": len(xs),
+                **{
+                    f"p{q}": round(1000 * percentile(xs, q / 100), 2) if xs else None
+                    for q in (50, 95, 99)
+                },
+            }
         t = Table(title="online hit rate: the user's next interaction in the top 10")
         for col in ("live events answered by", "scored by", "events", "HR@10"):
             t.add_column(col)
@@ -479,6 +512,16 @@ class Show:
         for period, scorer, key in rows:  # fmt: skip
             t.add_row(period, scorer, str(self.hit.n[key]), f"{self.hit.rate(key):.4f}")
         console.print(t)
+        figures["hit_rate_at_10"] = {k: {"events": self.hit.n[k],
+                                         "hr": self.hit.rate(k) if self.hit.n[k] else None}
+                                     for _, _, k in rows}  # fmt: skip
+        figures["model"] = None if self.swap is None else {
+            "version": self.swap[0], "serving_from_s": round(self.swap[1], 2)}  # fmt: skip
+        figures["unanswered"] = self.n_sent - self.received
+        figures["timeline"] = {"columns": ["s_into_live_phase", "latency_s", "scorer"],
+                               "rows": self.timeline}  # fmt: skip
+        self.report_path.write_text(json.dumps(figures) + "\n")
+        console.print(f"figures of this run: {self.report_path}")
         if self.swap is None:
             state = "exited" if trainer.poll() is not None else "still training"
             console.print(f"[red]the model never served (trainer {state}); see "
