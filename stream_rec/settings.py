@@ -114,7 +114,18 @@ class Settings(BaseSettings):
     # --- serving -------------------------------------------------------------------------------
     batch_size: int = Field(64, ge=1, le=8192, description="Largest scoring micro-batch.")
     batch_linger_ms: float = Field(
-        5.0, ge=0, description="How long a micro-batch waits to fill before it is scored."
+        5.0,
+        ge=0,
+        description="Longest wait of a micro-batch for more events, from its first one (see "
+        "BATCH_LINGER_MODE).",
+    )
+    batch_linger_mode: Literal["adaptive", "periodic"] = Field(
+        "adaptive",
+        description="adaptive: a micro-batch waits for more events only when the arrival rate "
+        "predicts another within BATCH_LINGER_MS, so a lone event is scored as soon as it is "
+        "fetched and an idle worker does not wake up; periodic: Faust's take_events, which "
+        "flushes every BATCH_LINGER_MS (kept to compare in `stream-rec bench pipeline "
+        "--variant`; docs/hot-path.md).",
     )
     score_inline_ms: float = Field(
         2.0,
@@ -446,7 +457,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     ),
     "limits": ("output_codec", "max_payload_bytes", "max_text_chars", "max_future_skew_s"),
     "serving": (
-        "batch_size", "batch_linger_ms", "score_inline_ms", "top_k", "session_length",
+        "batch_size", "batch_linger_ms", "batch_linger_mode", "score_inline_ms", "top_k",
+        "session_length",
         "table_store", "rocksdb_memory_mb", "data_dir", "stall_timeout_s", "shutdown_timeout_s",
         "diversity", "long_tail", "rerank_pool", "feedback_signals", "feedback_boost",
         "impression_discount", "feedback_signal_ttl_s", "feedback_signal_items",

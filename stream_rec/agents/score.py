@@ -1,6 +1,7 @@
 """``score_behavior``: behaviour events → ``sessions`` table → micro-batched scoring → recs.
 
-Per micro-batch (``take_events(batch_size, within=linger)``): each event is decoded and
+Per micro-batch (:func:`~stream_rec.agents.batching.take_batches`: at most ``batch_size``
+events, lingering for more only when the arrival rate promises some): each event is decoded and
 validated (invalid → dead letters), applied to its user's session in the ``sessions`` table
 (read and written once per user and batch; a ``forget`` event or a tombstone deletes it), whose
 feedback signals (:mod:`stream_rec.core.signals`) adjust the scores; then the whole batch is
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 from faust.streams import _current_event as _current_event_var
 
+from stream_rec.agents.batching import take_batches
 from stream_rec.agents.common import limits, send_dead_letter
 from stream_rec.agents.placement import Placement
 from stream_rec.core.context import example, label_of, remember_many
@@ -228,7 +230,11 @@ def register(pipeline: Pipeline) -> None:
         # ``Topic.send`` path cost ~10x more per record here (docs/hot-path.md). The producer's
         # ``flush``, which Faust awaits before every commit, covers these sends too.
         producer = await app.maybe_start_producer()
-        async for events in stream.take_events(settings.batch_size, within=within):
+        if settings.batch_linger_mode == "periodic":
+            batches = stream.take_events(settings.batch_size, within=within)
+        else:
+            batches = take_batches(stream, settings.batch_size, within)
+        async for events in batches:
             clock.lap("wait")  # acks of the last batch, Faust's stream and fetch, idle
             try:
                 await score_batch(events, producer, clock)

@@ -516,6 +516,7 @@ def run(
             "latency_rate": latency_rate or "half of each subject's own (one worker's) max",
             "batch_size": base.batch_size,
             "batch_linger_ms": base.batch_linger_ms,
+            "batch_linger_mode": base.batch_linger_mode,
             "score_inline_ms": base.score_inline_ms,
             "ort_threads": base.ort_threads,
             "variants": variants or {},
