@@ -8,8 +8,9 @@ They replace or wrap private methods of faust-streaming, mode-streaming and aiok
 hold only for the versions they were tested on (:data:`TESTED`, the ranges pinned in
 ``pyproject.toml``); :func:`check_versions` stops a worker at start on any other version. The
 other places that touch private APIs: :mod:`stream_rec.tables` (Faust's RocksDB options),
-:func:`stream_rec.agents.score._make_current` (Faust's current-event context variable) and
-:mod:`stream_rec.agents.watchdog` (Faust consumer state, read only).
+:func:`stream_rec.agents.score._make_current` (Faust's current-event context variable),
+:mod:`stream_rec.agents.batching` (the buffering parts of Faust's stream that ``take_events``
+uses) and :mod:`stream_rec.agents.watchdog` (Faust consumer state, read only).
 """
 
 from __future__ import annotations
