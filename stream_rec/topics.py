@@ -90,7 +90,7 @@ async def _admin(settings: Settings) -> AsyncIterator[Any]:
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_list, **settings.kafka_client_kwargs()
+        bootstrap_servers=settings.kafka.bootstrap_list, **settings.kafka.kafka_client_kwargs()
     )
     await admin.start()
     try:
@@ -119,7 +119,7 @@ async def create_topics(settings: Settings) -> dict[str, str]:
     from aiokafka.admin import NewTopic
     from aiokafka.errors import TopicAlreadyExistsError, for_code
 
-    t = Topics(settings.topic_prefix)
+    t = Topics(settings.kafka.topic_prefix)
     async with _admin(settings) as admin:
         existing = set(await admin.list_topics())
         wanted = []
@@ -130,18 +130,20 @@ async def create_topics(settings: Settings) -> dict[str, str]:
                 result[name] = "exists"
                 continue
             configs = {"cleanup.policy": "compact"} if short in COMPACTED else {}
-            parts = 1 if short in SINGLE_PARTITION else settings.partitions
-            wanted.append(NewTopic(name, parts, settings.replication_factor, topic_configs=configs))
+            parts = 1 if short in SINGLE_PARTITION else settings.kafka.partitions
+            wanted.append(
+                NewTopic(name, parts, settings.kafka.replication_factor, topic_configs=configs)
+            )
             result[name] = "created"
         # The tables' changelogs too (Faust's names), so a worker never starts before their
         # metadata exists: an agent that finds a changelog with 0 partitions dies for good.
         for table in CHANGELOG_TABLES:
-            name = f"{settings.app_id}-{table}-changelog"
+            name = f"{settings.kafka.app_id}-{table}-changelog"
             if name in existing:
                 result[name] = "exists"
                 continue
             wanted.append(
-                NewTopic(name, settings.partitions, settings.replication_factor,
+                NewTopic(name, settings.kafka.partitions, settings.kafka.replication_factor,
                          topic_configs={"cleanup.policy": "compact"})
             )  # fmt: skip
             result[name] = "created"
@@ -184,7 +186,7 @@ def create_topics_sync(settings: Settings) -> dict[str, str]:
 
 
 async def create_changelogs(settings: Settings, names: Sequence[str]) -> None:
-    """Create compacted changelog topics of ``settings.partitions`` partitions (missing ones
+    """Create compacted changelog topics of ``settings.kafka.partitions`` partitions (missing ones
     only) before a Faust app that owns them starts: an app's agent that finds its changelog
     without metadata yet dies for good (``PartitionsMismatch``)."""
     from aiokafka.admin import NewTopic
@@ -193,6 +195,6 @@ async def create_changelogs(settings: Settings, names: Sequence[str]) -> None:
         missing = set(names) - set(await admin.list_topics())
         if missing:
             await admin.create_topics(
-                [NewTopic(n, settings.partitions, settings.replication_factor,
+                [NewTopic(n, settings.kafka.partitions, settings.kafka.replication_factor,
                           topic_configs={"cleanup.policy": "compact"}) for n in sorted(missing)]
             )  # fmt: skip

@@ -46,19 +46,19 @@ def run_seed(seed: int | None, args: argparse.Namespace) -> dict[str, Any]:
 
     settings = load_settings()
     cold = None if seed is None else str(args.fraction)
-    prepared = prepare(settings, "movielens-100k", cold, seed or 0, settings.encoder_path)
+    prepared = prepare(settings, "movielens-100k", cold, seed or 0, settings.model.encoder_path)
     mcfg = ModelConfig(text_dim=int(prepared.text_vectors.shape[1]))
     tcfg = TrainConfig(
         epochs=args.epochs,
         patience=args.patience,
         eval_every=10,
         seed=args.train_seed,
-        device=settings.device,
+        device=settings.model.device,
         tune_text=args.tune_text,
     )
     t0 = time.perf_counter()
     result, metrics, _ = train_and_export(
-        settings, prepared, mcfg, tcfg, None, settings.encoder_path, None, export=False
+        settings, prepared, mcfg, tcfg, None, settings.model.encoder_path, None, export=False
     )
     wall = time.perf_counter() - t0
     model, split = result.model, prepared.split

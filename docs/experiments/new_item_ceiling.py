@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from stream_rec.training.replay import load_replay
 
     settings = load_settings()
-    ds = load_movielens("movielens-100k", settings.home)
+    ds = load_movielens("movielens-100k", settings.observability.home)
     cutoff = train_until(args.registry)
     if cutoff is None:
         sys.exit("the registry's model must be trained with --until-quantile")
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         h = hist.setdefault(x.user_id, [])
         if n < split:
             if h:
-                examples.append([*h[-settings.session_length :], x.item_id])
+                examples.append([*h[-settings.serving.session_length :], x.item_id])
         elif counted[n] and h:
             evaluation.append((ScoreRequest(x.user_id, tuple(h[-50:]), frozenset(h)), x.item_id))
         h.append(x.item_id)

@@ -31,7 +31,7 @@ def main(out: Path) -> None:
 
     src = default_encoder_path()
     shutil.copytree(src, out, ignore=shutil.ignore_patterns("model.safetensors"))
-    ds = load_movielens("movielens-100k", load_settings().home)
+    ds = load_movielens("movielens-100k", load_settings().observability.home)
     texts = [it.text for it in ds.items.values()] + [it.title for it in ds.items.values()]
     tok = AutoTokenizer.from_pretrained(src)
     used = set(tok.all_special_ids)

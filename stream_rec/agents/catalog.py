@@ -32,7 +32,7 @@ def register(pipeline: Pipeline) -> None:
         pipeline.topics.items,
         key_serializer="raw",
         value_serializer="raw",
-        partitions=settings.partitions,
+        partitions=settings.kafka.partitions,
     )
 
     @app.agent(topic, name="catalog_items")

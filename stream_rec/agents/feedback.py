@@ -41,7 +41,7 @@ def register(pipeline: Pipeline) -> None:
         pipeline.topics.feedback,
         key_serializer="raw",
         value_serializer="raw",
-        partitions=settings.partitions,
+        partitions=settings.kafka.partitions,
     )
     examples_topic = app.topic(
         pipeline.topics.training_examples, key_serializer="raw", value_serializer="raw"
@@ -67,25 +67,26 @@ def register(pipeline: Pipeline) -> None:
         metrics.events_in.labels(topic="feedback", event=fb.label).inc()
         key = fb.user_id.encode()
         now = time.time()
-        ctx = lookup(rec_context.get(key), fb.rec_id, now, settings.rec_context_ttl_s)
+        ctx = lookup(rec_context.get(key), fb.rec_id, now, settings.trainer.rec_context_ttl_s)
         if ctx is not None:
             history = ctx["history"]
         else:
             history = decode_session(sessions.get(key))["items"]
-        label = label_of(fb.label, fb.value, settings.positive_rating)
+        label = label_of(fb.label, fb.value, settings.trainer.positive_rating)
         ex = example(fb.user_id, history, fb.item_id, label, fb.ts, fb.rec_id, ctx is not None)
         await examples_topic.send(key=key, value=msgpack.packb(ex, use_bin_type=True))
         metrics.feedback_examples.labels(
             label=str(label), matched="yes" if ctx is not None else "no"
         ).inc()
-        if settings.feedback_signals:
+        if settings.serving.feedback_signals:
             # read here, after the await above (the score agent, on the same event loop, may have
             # updated the session meanwhile), and written with no await between
             session = decode_session(sessions.get(key))
-            kind = kind_of(fb.label, fb.value, settings.positive_rating)
+            kind = kind_of(fb.label, fb.value, settings.trainer.positive_rating)
             session["signals"] = record(
                 session["signals"], fb.item_id, kind, now,
-                ttl_s=settings.feedback_signal_ttl_s, max_items=settings.feedback_signal_items,
+                ttl_s=settings.serving.feedback_signal_ttl_s,
+                max_items=settings.serving.feedback_signal_items,
             )  # fmt: skip
             sessions[key] = encode_session(session)
 

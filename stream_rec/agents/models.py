@@ -96,7 +96,7 @@ async def load_version(pipeline: Pipeline, version: str) -> Any:
     """``version`` of the registry loaded, embedded the catalogue and warmed up, off the event
     loop; None (counted and logged) when it cannot be loaded."""
     settings, metrics = pipeline.settings, pipeline.metrics
-    if settings.model_path is None:
+    if settings.model.model_path is None:
         log.warning("model %s announced, but STREAM_REC_MODEL_PATH is not set", version)
         metrics.model_load_failures.labels(reason="no_model_path").inc()
         return None
@@ -106,9 +106,11 @@ async def load_version(pipeline: Pipeline, version: str) -> Any:
         from stream_rec.model import registry
         from stream_rec.model.runtime import OnnxScorer
 
-        assert settings.model_path is not None  # noqa: S101 - checked above
+        assert settings.model.model_path is not None  # noqa: S101 - checked above
         scorer = OnnxScorer(
-            registry.resolve(settings.model_path, version), settings, threads=settings.ort_threads
+            registry.resolve(settings.model.model_path, version),
+            settings,
+            threads=settings.model.ort_threads,
         )
         scorer.upsert_items(list(pipeline.catalog.values()))
         scorer.warm_up()  # here, not in the first batches it serves

@@ -38,7 +38,7 @@ class Placement:
     def _partitions(self) -> int:
         consumer = self.pipeline.app.consumer
         n = consumer.topic_partitions(self.topic) if consumer is not None else None
-        return int(n) if n else self.pipeline.settings.partitions
+        return int(n) if n else self.pipeline.settings.kafka.partitions
 
     def misplaced(self, event: Any) -> bool:
         """A keyed event on another partition than its key's."""

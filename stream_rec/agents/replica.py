@@ -28,11 +28,11 @@ async def follow_topic(
 
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=settings.bootstrap_list,
+        bootstrap_servers=settings.kafka.bootstrap_list,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        **settings.kafka_client_kwargs(),
+        **settings.kafka.kafka_client_kwargs(),
     )
     await consumer.start()
     try:

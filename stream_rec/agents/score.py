@@ -112,7 +112,7 @@ def register(pipeline: Pipeline) -> None:
         pipeline.topics.behavior,
         key_serializer="raw",
         value_serializer="raw",
-        partitions=settings.partitions,
+        partitions=settings.kafka.partitions,
     )
     recs_name = pipeline.topics.recommendations
     examples_name = pipeline.topics.training_examples
@@ -121,7 +121,7 @@ def register(pipeline: Pipeline) -> None:
     lim = limits(pipeline)
     placement = Placement(pipeline, pipeline.topics.behavior, "behavior")
 
-    dispatch = Dispatch(settings.score_inline_ms / 1000.0)
+    dispatch = Dispatch(settings.serving.score_inline_ms / 1000.0)
     counted = {e: metrics.events_in.labels(topic="behavior", event=e) for e in EVENT_TYPES}
 
     class Batch:
@@ -195,21 +195,22 @@ def register(pipeline: Pipeline) -> None:
             batch.forget(key)
             return None
         before = batch.session(key)
-        after = apply_event(before, ev, max_items=settings.session_length)
+        after = apply_event(before, ev, max_items=settings.serving.session_length)
         batch.sessions[key] = (after, event)
-        if settings.learn_from_behavior and before["items"]:
+        if settings.trainer.learn_from_behavior and before["items"]:
             # a low rating is an interaction, but not a positive one
             rate = ev.event == "rate"
-            label = label_of("rate", ev.value, settings.positive_rating) if rate else 1
+            label = label_of("rate", ev.value, settings.trainer.positive_rating) if rate else 1
             ex = example(ev.user_id, before["items"], ev.item_id, label, ev.ts, None, False,
                          "behavior")  # fmt: skip
             batch.to_trainer.append((key, msgpack.packb(ex, use_bin_type=True)))
         msg = event.message
         exclude, adjust = frozenset(after["seen"]), dict[str, float]()
-        if settings.feedback_signals:
+        if settings.serving.feedback_signals:
             adjust, dismissed = adjustments(
-                after["signals"], time.time(), ttl_s=settings.feedback_signal_ttl_s,
-                boost=settings.feedback_boost, discount=settings.impression_discount,
+                after["signals"], time.time(), ttl_s=settings.serving.feedback_signal_ttl_s,
+                boost=settings.serving.feedback_boost,
+                discount=settings.serving.impression_discount,
             )  # fmt: skip
             exclude |= dismissed
         clock.lap("session")
@@ -224,16 +225,16 @@ def register(pipeline: Pipeline) -> None:
 
     @app.agent(behavior, name="score_behavior")
     async def score_behavior(stream: Any) -> None:
-        within = settings.batch_linger_ms / 1000.0
+        within = settings.serving.batch_linger_ms / 1000.0
         clock = StageClock(metrics.stage_seconds)
         # Recommendations go straight to the app's producer (already raw bytes): Faust's
         # ``Topic.send`` path cost ~10x more per record here (docs/hot-path.md). The producer's
         # ``flush``, which Faust awaits before every commit, covers these sends too.
         producer = await app.maybe_start_producer()
-        if settings.batch_linger_mode == "periodic":
-            batches = stream.take_events(settings.batch_size, within=within)
+        if settings.serving.batch_linger_mode == "periodic":
+            batches = stream.take_events(settings.serving.batch_size, within=within)
         else:
-            batches = take_batches(stream, settings.batch_size, within)
+            batches = take_batches(stream, settings.serving.batch_size, within)
         async for events in batches:
             clock.lap("wait")  # acks of the last batch, Faust's stream and fetch, idle
             try:
@@ -270,11 +271,11 @@ def register(pipeline: Pipeline) -> None:
         scorer = pipeline.scorer.current  # one model for the whole batch
         try:
             if dispatch.inline(scorer, len(jobs)):
-                results, scoring_s, total_s = run_batch(scorer, jobs, settings.top_k)
+                results, scoring_s, total_s = run_batch(scorer, jobs, settings.serving.top_k)
                 metrics.scored_inline.inc()
             else:
                 results, scoring_s, total_s = await loop.run_in_executor(
-                    pipeline.executor, run_batch, scorer, jobs, settings.top_k
+                    pipeline.executor, run_batch, scorer, jobs, settings.serving.top_k
                 )
             dispatch.measured(scorer, len(jobs), total_s)
         except Exception as exc:  # noqa: BLE001 - keep serving; the events are not dropped
@@ -288,7 +289,7 @@ def register(pipeline: Pipeline) -> None:
         if not served:
             return
         now = time.time()
-        version, codec = scorer.version, settings.output_codec
+        version, codec = scorer.version, settings.limits.output_codec
         values = [
             encode_recommendation(
                 job.event.user_id, job.rec_id, items, version, job.event.ts, now, codec
@@ -307,8 +308,8 @@ def register(pipeline: Pipeline) -> None:
         for key, recs in contexts.items():
             _make_current(last_event[key])  # the context lands on the user's partition
             rec_context[key] = remember_many(
-                rec_context.get(key), recs, now, max_recs=settings.rec_context_per_user,
-                ttl_s=settings.rec_context_ttl_s,
+                rec_context.get(key), recs, now, max_recs=settings.trainer.rec_context_per_user,
+                ttl_s=settings.trainer.rec_context_ttl_s,
             )  # fmt: skip
         clock.lap("rec_context")
         send = producer.send
@@ -340,7 +341,10 @@ def register(pipeline: Pipeline) -> None:
         loop = asyncio.get_running_loop()
         try:
             ranked = await loop.run_in_executor(
-                pipeline.executor, candidate.score, [j.request for j, _ in picked], settings.top_k
+                pipeline.executor,
+                candidate.score,
+                [j.request for j, _ in picked],
+                settings.serving.top_k,
             )
         except Exception:  # noqa: BLE001 - a candidate's failure must not touch serving
             log.exception("shadow scoring with candidate %s failed", book.version)

@@ -54,7 +54,7 @@ Lag = Mapping[tuple[str, int], int]  # (short topic, partition) -> messages behi
 
 def worker_id(settings: Settings) -> str:
     """The key of a worker's snapshots: ``host:web_port`` (unique per running worker)."""
-    return f"{socket.gethostname()}:{settings.web_port}"
+    return f"{socket.gethostname()}:{settings.observability.web_port}"
 
 
 def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
@@ -186,7 +186,7 @@ async def partition_lag(
     of the consumer's latest fetch response (no request; Faust fetches every assigned partition
     continuously): only partitions not fetched yet cost an offsets request.
     """
-    prefix = pipeline.settings.topic_prefix
+    prefix = pipeline.settings.kafka.topic_prefix
     offsets = await input_offsets(pipeline, fresh_ends=False, log_starts=log_starts)
     return {
         (tp.topic.removeprefix(prefix), tp.partition): max(0, end - begin)
@@ -219,7 +219,7 @@ def register(pipeline: Pipeline) -> None:
     last_lag: dict[tuple[str, int], int] = {}
     log_starts: dict[Any, int] = {}  # log start offsets of partitions without a commit
 
-    @app.timer(interval=settings.metrics_interval_s, name="publish_metrics")
+    @app.timer(interval=settings.observability.metrics_interval_s, name="publish_metrics")
     async def publish_metrics() -> None:
         if not app.rebalancing:
             try:
@@ -237,12 +237,12 @@ def register(pipeline: Pipeline) -> None:
             model_version=pipeline.scorer.current.version,
             catalog_size=pipeline.catalog_size,
             lag=last_lag,
-            serving=serving_state(pipeline.scorer.current.version, settings.model_path),
+            serving=serving_state(pipeline.scorer.current.version, settings.model.model_path),
         )
         if (shadow := pipeline.shadow.snapshot()) is not None:
             snap["shadow"] = shadow  # the candidate's figures so far (the trainer decides)
         try:
-            await topic.send(key=me.encode(), value=encode(snap, settings.output_codec))
+            await topic.send(key=me.encode(), value=encode(snap, settings.limits.output_codec))
         except Exception as exc:  # noqa: BLE001 - telemetry must never stop a worker
             log.warning("publish_metrics: snapshot not sent: %r", exc)
             return

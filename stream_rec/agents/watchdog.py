@@ -129,7 +129,7 @@ async def input_offsets(
     consumer stopped fetching. Table changelogs are read by recovery, not by the group, and are
     left out.
     """
-    app, prefix = pipeline.app, pipeline.settings.topic_prefix
+    app, prefix = pipeline.app, pipeline.settings.kafka.topic_prefix
     consumer = app.consumer
     changelogs = set(app.tables.changelog_topics)
     tps = [
@@ -177,7 +177,7 @@ async def check_partitions(
         return []
     offsets = await input_offsets(pipeline, fresh_ends=True, log_starts=log_starts)
     stalled = watch.observe(now, offsets)
-    prefix = pipeline.settings.topic_prefix
+    prefix = pipeline.settings.kafka.topic_prefix
     for tp in stalled:
         begin, end = offsets[tp]
         log.warning(
@@ -193,12 +193,14 @@ async def check_partitions(
 
 def register(pipeline: Pipeline) -> None:
     settings = pipeline.settings
-    if settings.stall_timeout_s <= 0:
+    if settings.serving.stall_timeout_s <= 0:
         return
-    watch = StallWatch(settings.stall_timeout_s)
+    watch = StallWatch(settings.serving.stall_timeout_s)
     log_starts: dict[Any, int] = {}
 
-    @pipeline.app.timer(interval=max(1.0, settings.stall_timeout_s / 6), name="partition_watchdog")
+    @pipeline.app.timer(
+        interval=max(1.0, settings.serving.stall_timeout_s / 6), name="partition_watchdog"
+    )
     async def partition_watchdog() -> None:
         try:
             await check_partitions(pipeline, watch, time.monotonic(), log_starts)

@@ -19,14 +19,16 @@ def create_bare_app(settings: Settings) -> faust.App:
     from stream_rec.app import faust_config
 
     compat.apply()  # the same Faust behaviour as the pipeline's workers
-    app = faust.App(f"{settings.app_id}-bare", **faust_config(settings))
+    app = faust.App(f"{settings.kafka.app_id}-bare", **faust_config(settings))
     topic = app.topic(
-        f"{settings.topic_prefix}behavior",
+        f"{settings.kafka.topic_prefix}behavior",
         key_serializer="raw",
         value_serializer="raw",
-        partitions=settings.partitions,
+        partitions=settings.kafka.partitions,
     )
-    counts = app.Table("bare_counts", default=int, partitions=settings.partitions, key_type=bytes)
+    counts = app.Table(
+        "bare_counts", default=int, partitions=settings.kafka.partitions, key_type=bytes
+    )
 
     @app.agent(topic, name="bare_count")
     async def bare_count(stream: Any) -> None:
@@ -40,7 +42,7 @@ def main() -> None:
     from faust.worker import Worker
 
     settings = load_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.serving.data_dir.mkdir(parents=True, exist_ok=True)
     Worker(create_bare_app(settings), loglevel="warning", console_port=0).execute_from_commandline()
 
 

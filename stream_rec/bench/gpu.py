@@ -265,7 +265,7 @@ def prepare_movielens(out: Path) -> None:
 
     settings = load_settings()
     data = out / "home" / "datasets" / "movielens-100k"
-    shutil.copytree(fetch_widedeep_files(settings.home), data, dirs_exist_ok=True)
+    shutil.copytree(fetch_widedeep_files(settings.observability.home), data, dirs_exist_ok=True)
     prepared = prepare(settings)
     np.save(out / "vectors.npy", prepared.text_vectors.astype(np.float32))
     (out / "vectors.json").write_text(json.dumps(list(prepared.split.item_ids)))

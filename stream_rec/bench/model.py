@@ -101,7 +101,7 @@ def run_model_bench(
     hist_idx = [rng.choice(n_items, size=hist_len, replace=False).tolist() for _ in range(256)]
     hist_raw = [[ort_main.item_ids[i] for i in h] for h in hist_idx]
     index = ort_main.index
-    k = settings.top_k
+    k = settings.serving.top_k
     report: dict[str, Any] = {
         "version": ort_main.version,
         "hardware": hardware(),

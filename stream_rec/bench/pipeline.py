@@ -59,7 +59,7 @@ from stream_rec.metrics import STAGES as STAGE_NAMES
 from stream_rec.ops.broker import free_port
 from stream_rec.ops.replay import behavior_payload, item_payload, select_events
 from stream_rec.schemas import decode_output
-from stream_rec.settings import Settings
+from stream_rec.settings import FIELD_GROUP, Settings
 from stream_rec.topics import create_changelogs, create_topics, delete_topics_with_prefix
 
 console = Console()
@@ -98,8 +98,8 @@ class Subject:
     @property
     def output_topic(self) -> str:
         if self.command[-1] == "stream_rec.bench.bare":
-            return f"{self.settings.app_id}-bare-bare_counts-changelog"
-        return f"{self.settings.topic_prefix}recommendations"
+            return f"{self.settings.kafka.app_id}-bare-bare_counts-changelog"
+        return f"{self.settings.kafka.topic_prefix}recommendations"
 
 
 def worker_env(
@@ -109,10 +109,10 @@ def worker_env(
     whatever ``STREAM_REC_MODEL_PATH`` the bench itself was started with."""
     env = {
         **os.environ,
-        "STREAM_REC_BOOTSTRAP_SERVERS": s.bootstrap_servers,
-        "STREAM_REC_TOPIC_PREFIX": s.topic_prefix,
-        "STREAM_REC_APP_ID": s.app_id,
-        "STREAM_REC_PARTITIONS": str(s.partitions),
+        "STREAM_REC_BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers,
+        "STREAM_REC_TOPIC_PREFIX": s.kafka.topic_prefix,
+        "STREAM_REC_APP_ID": s.kafka.app_id,
+        "STREAM_REC_PARTITIONS": str(s.kafka.partitions),
         "STREAM_REC_DATA_DIR": str(data_dir),
         "STREAM_REC_WEB_PORT": str(port),
         "STREAM_REC_LOG_LEVEL": "warning",
@@ -259,7 +259,7 @@ async def _drain_timestamps(settings: Settings, topic: str, n: int, timeout: flo
     from aiokafka import AIOKafkaConsumer
 
     c = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_list, group_id=None,
+        bootstrap_servers=settings.kafka.bootstrap_list, group_id=None,
         auto_offset_reset="earliest", fetch_max_bytes=16 * 1024 * 1024,
     )  # fmt: skip
     await c.start()
@@ -288,7 +288,8 @@ async def _latency_run(
     from aiokafka import AIOKafkaConsumer
 
     c = AIOKafkaConsumer(
-        f"{settings.topic_prefix}recommendations", bootstrap_servers=settings.bootstrap_list,
+        f"{settings.kafka.topic_prefix}recommendations",
+        bootstrap_servers=settings.kafka.bootstrap_list,
         group_id=None, auto_offset_reset="latest",
     )  # fmt: skip
     await c.start()
@@ -317,7 +318,7 @@ async def _latency_run(
         delay = start + n / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        await p.send(f"{settings.topic_prefix}behavior", behavior_payload(x, time.time()),
+        await p.send(f"{settings.kafka.topic_prefix}behavior", behavior_payload(x, time.time()),
                      key=x.user_id.encode())  # fmt: skip
     await p.flush()
     deadline.append(time.monotonic() + 30)
@@ -441,16 +442,14 @@ def run(
     variants: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:8]
-    work = base.home / "bench" / run_id
+    work = base.observability.home / "bench" / run_id
     work.mkdir(parents=True, exist_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)  # flame graphs are written beside the JSON
     py = sys.executable
     worker_cmd = [py, "-m", "stream_rec", "worker"]
 
     def subject(name: str, cmd: list[str], **kw: Any) -> Subject:
-        s = base.model_copy(
-            update={"topic_prefix": f"bench-{run_id}-{name}.", "app_id": f"bench-{run_id}-{name}"}
-        )
+        s = base.replace(topic_prefix=f"bench-{run_id}-{name}.", app_id=f"bench-{run_id}-{name}")
         return Subject(name, s, cmd, **kw)
 
     pipelines = [subject("fallback", worker_cmd)]
@@ -465,7 +464,7 @@ def run(
     scaled = subject(f"fallback-x{workers}", worker_cmd, workers=workers) if workers > 1 else None
     subjects = [*pipelines, bare, *([scaled] if scaled else [])]
 
-    ds = load_movielens("movielens-100k", base.home)
+    ds = load_movielens("movielens-100k", base.observability.home)
     all_events = select_events(ds, None, None)
     evs = all_events[:events]
     lat_pool = all_events[events:]
@@ -476,8 +475,8 @@ def run(
         asyncio.run(create_topics(sub.settings))
         if sub is bare:  # its table's changelog, before the app looks for it
             asyncio.run(create_changelogs(sub.settings, [sub.output_topic]))
-        asyncio.run(_produce(sub.settings, f"{sub.settings.topic_prefix}items", items))
-        asyncio.run(_produce(sub.settings, f"{sub.settings.topic_prefix}behavior", behaviour))
+        asyncio.run(_produce(sub.settings, f"{sub.settings.kafka.topic_prefix}items", items))
+        asyncio.run(_produce(sub.settings, f"{sub.settings.kafka.topic_prefix}behavior", behaviour))
 
     results: dict[str, Any] = {"events": len(evs), "profiled": profile}
     per: dict[str, dict[str, Any]] = {}
@@ -514,11 +513,11 @@ def run(
             "model": str(model) if model else None,
             "workers": workers,
             "latency_rate": latency_rate or "half of each subject's own (one worker's) max",
-            "batch_size": base.batch_size,
-            "batch_linger_ms": base.batch_linger_ms,
-            "batch_linger_mode": base.batch_linger_mode,
-            "score_inline_ms": base.score_inline_ms,
-            "ort_threads": base.ort_threads,
+            "batch_size": base.serving.batch_size,
+            "batch_linger_ms": base.serving.batch_linger_ms,
+            "batch_linger_mode": base.serving.batch_linger_mode,
+            "score_inline_ms": base.serving.score_inline_ms,
+            "ort_threads": base.model.ort_threads,
             "variants": variants or {},
             "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
             "python": platform.python_version(),
@@ -576,7 +575,7 @@ def _print(results: dict[str, Any], per: dict[str, dict[str, Any]]) -> None:
 def parse_variants(specs: list[str]) -> dict[str, dict[str, str]]:
     """``NAME:KEY=VALUE[,KEY=VALUE]`` → ``{NAME: {"STREAM_REC_KEY": VALUE}}``; each key must be
     a setting (checked here, so a misspelt one fails before anything runs)."""
-    fields = {f.upper() for f in Settings.model_fields}
+    fields = {f.upper() for f in FIELD_GROUP}
     out: dict[str, dict[str, str]] = {}
     for spec in specs:
         name, sep, body = spec.partition(":")

@@ -133,7 +133,7 @@ async def _produce_items(settings: Settings, n: int) -> None:
     await prod.start()
     try:
         now = time.time()
-        topic = Topics(settings.topic_prefix).items
+        topic = Topics(settings.kafka.topic_prefix).items
         for i in range(n):
             genres = "Drama" if i % 2 else "Comedy"
             item = {"item_id": f"i{i}", "title": f"Item {i}", "text": None,
@@ -155,12 +155,12 @@ class _Reader:
     async def start(self) -> None:
         from aiokafka import AIOKafkaConsumer
 
-        t = Topics(self.settings.topic_prefix)
+        t = Topics(self.settings.kafka.topic_prefix)
         self.recs_topic, self.dl_topic = t.recommendations, t.dead_letters
         self.consumer = AIOKafkaConsumer(
-            t.recommendations, t.dead_letters, bootstrap_servers=self.settings.bootstrap_list,
+            t.recommendations, t.dead_letters, bootstrap_servers=self.settings.kafka.bootstrap_list,
             group_id=None, auto_offset_reset="earliest", enable_auto_commit=False,
-            **self.settings.kafka_client_kwargs(),
+            **self.settings.kafka.kafka_client_kwargs(),
         )  # fmt: skip
         await self.consumer.start()
         self.task = asyncio.create_task(self._read())
@@ -222,7 +222,7 @@ async def crash_run(
     env["STREAM_REC_STATIC_MEMBERSHIP"] = "true" if static else "false"
     env.update(extra_env or {})
     args = [sys.executable, "-m", "stream_rec", "worker"]
-    behavior = Topics(settings.topic_prefix).behavior
+    behavior = Topics(settings.kafka.topic_prefix).behavior
     first = WorkerProc(args, env, work / "worker-1.log", port)
     procs = [first]
     reader = _Reader(settings, run)

@@ -36,7 +36,7 @@ def scratch_run(settings: Settings, kind: str) -> tuple[str, Settings, Path]:
     its work folder (created)."""
     run_id = uuid.uuid4().hex[:8]
     name = f"{kind}-{run_id}"
-    ns = settings.model_copy(update={"topic_prefix": f"{name}.", "app_id": name})
-    work = settings.home / "bench" / name
+    ns = settings.replace(topic_prefix=f"{name}.", app_id=name)
+    work = settings.observability.home / "bench" / name
     work.mkdir(parents=True, exist_ok=True)
     return run_id, ns, work

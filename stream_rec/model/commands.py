@@ -200,7 +200,7 @@ def train_command(
         offset_rule=new_item_offset_rule,
         eval_every=10,
         patience=patience,
-        device=settings.device,
+        device=settings.model.device,
     )
     with Progress(
         TextColumn("{task.description}"),
@@ -349,7 +349,7 @@ def eval_command(
 
     settings = load_settings()
     overrides = {"diversity": diversity, "long_tail": long_tail}
-    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    settings = settings.replace(**{k: v for k, v in overrides.items() if v is not None})
     ds = load_frame(source, items, since)
     try:
         prepared = prepare(settings, ds, cold_items, seed)

@@ -120,7 +120,7 @@ def finetune_incremental(
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    dev = resolve_device(settings.device if settings is not None else "auto")
+    dev = resolve_device(settings.model.device if settings is not None else "auto")
     if dev.type == "cpu":
         torch.set_num_threads(threads)
     model = load_torch_model(base_dir)

@@ -26,7 +26,7 @@ from stream_rec.settings import Settings
 
 
 def default_registry(settings: Settings) -> Path:
-    return settings.model_path or settings.data_dir / "registry"
+    return settings.model.model_path or settings.serving.data_dir / "registry"
 
 
 def cold_item_ids(item_ids: Sequence[str], spec: str | None, seed: int) -> list[str]:
@@ -83,7 +83,7 @@ def prepare(
         split = make_split(ds, cold)
     texts = [ds.items[i].text for i in split.item_ids]
     titles = [ds.items[i].title for i in split.item_ids]
-    vectors = cached_text_vectors(texts, encoder_path, settings.home)
+    vectors = cached_text_vectors(texts, encoder_path, settings.observability.home)
     return Prepared(ds, split, texts, titles, vectors)
 
 
@@ -205,4 +205,9 @@ def seed_replay(settings: Settings, split: LeaveOneOut, root: Path, seed: int) -
         return
     ids = split.item_ids
     seqs = [[ids[i] for i in s] for s in split.training_sequences(include_valid=True)]
-    save_replay(root, sample_windows(seqs, settings.replay_examples, settings.session_length, seed))
+    save_replay(
+        root,
+        sample_windows(
+            seqs, settings.trainer.replay_examples, settings.serving.session_length, seed
+        ),
+    )

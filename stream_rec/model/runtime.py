@@ -54,11 +54,11 @@ class OnnxScorer:
 
         self.dir = Path(version_dir)
         self.manifest = registry.verify(self.dir) if verify else registry.read_manifest(self.dir)
-        device = settings.device if settings is not None else "auto"
+        device = settings.model.device if settings is not None else "auto"
         self.providers = choose_providers(device)
         on_gpu = self.providers[0] == "CUDAExecutionProvider"
         if precision is None:  # the worker's: STREAM_REC_PRECISION
-            precision = settings.precision if settings is not None else "fp32"
+            precision = settings.model.precision if settings is not None else "fp32"
         if precision == "auto":
             precision = "fp16" if on_gpu else "fp32"
         self.precision = precision
@@ -84,7 +84,7 @@ class OnnxScorer:
         if max_history:
             self.max_len = min(self.max_len, max_history)
         elif settings is not None:
-            self.max_len = min(self.max_len, settings.session_length)
+            self.max_len = min(self.max_len, settings.serving.session_length)
         tok = Tokenizer.from_file(str(self.dir / "tokenizer" / "tokenizer.json"))
         tok.enable_truncation(max_length=int(cfg["max_text_tokens"]))
         tok.enable_padding(pad_id=int(cfg["pad_token_id"]))
@@ -101,7 +101,7 @@ class OnnxScorer:
         self.id_part = np.load(self.dir / "id_part.npy").astype(np.float32)
         pop = np.load(self.dir / "popularity.npy").astype(np.float64)
         self.pop_score = np.log1p(pop).astype(np.float32)
-        offset = settings.new_item_offset if settings is not None else None
+        offset = settings.model.new_item_offset if settings is not None else None
         self.new_item_offset = float(
             cfg["model"].get("new_item_offset", 0.0) if offset is None else offset
         )

@@ -346,11 +346,13 @@ def broker_from_settings(settings: object | None = None) -> LocalBroker:
     from stream_rec.settings import Settings, load_settings
 
     s = settings if isinstance(settings, Settings) else load_settings()
-    first = s.bootstrap_list[0]
+    first = s.kafka.bootstrap_list[0]
     host, _, port = first.rpartition(":")
     if host not in ("127.0.0.1", "localhost"):
         print(  # noqa: T201
             f"note: bootstrap {first} is not local; the local broker binds 127.0.0.1:{port}",
             file=sys.stderr,
         )
-    return LocalBroker(home=s.home, version=s.kafka_version, port=int(port))
+    return LocalBroker(
+        home=s.observability.home, version=s.observability.kafka_version, port=int(port)
+    )

@@ -183,21 +183,19 @@ def run_demo(
         started_broker = True
     # A fresh namespace per run, so the demo never mixes with earlier runs' topics or state.
     run_id = time.strftime("%Y%m%d-%H%M%S")
-    prefix = f"{settings.topic_prefix}demo-{run_id}."
-    run_dir = settings.home / "demo" / run_id
+    prefix = f"{settings.kafka.topic_prefix}demo-{run_id}."
+    run_dir = settings.observability.home / "demo" / run_id
     registry = run_dir / "registry"
     registry.mkdir(parents=True, exist_ok=True)  # empty: the trainer bootstraps the first model
-    demo_settings = settings.model_copy(
-        update={
-            "topic_prefix": prefix,
-            "app_id": f"{settings.app_id}-demo-{run_id}",
-            "data_dir": run_dir / "worker",
-            "web_port": free_port(),
-            "model_path": registry,
-        }
+    demo_settings = settings.replace(
+        topic_prefix=prefix,
+        app_id=f"{settings.kafka.app_id}-demo-{run_id}",
+        data_dir=run_dir / "worker",
+        web_port=free_port(),
+        model_path=registry,
     )
     with console.status("loading MovieLens-100K…"):
-        ds = load_movielens("movielens-100k", settings.home)
+        ds = load_movielens("movielens-100k", settings.observability.home)
     events = select_events(ds, users, None)
     if len(events) <= history:
         console.print(f"[red]demo: only {len(events)} events; --history must be smaller[/red]")
@@ -207,15 +205,15 @@ def run_demo(
     env = {
         **os.environ,
         "STREAM_REC_TOPIC_PREFIX": prefix,
-        "STREAM_REC_APP_ID": demo_settings.app_id,
-        "STREAM_REC_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "STREAM_REC_APP_ID": demo_settings.kafka.app_id,
+        "STREAM_REC_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
         "STREAM_REC_MODEL_PATH": str(registry),
         "STREAM_REC_LOG_LEVEL": "info",
     }
     worker_env = {
         **env,
-        "STREAM_REC_DATA_DIR": str(demo_settings.data_dir),
-        "STREAM_REC_WEB_PORT": str(demo_settings.web_port),
+        "STREAM_REC_DATA_DIR": str(demo_settings.serving.data_dir),
+        "STREAM_REC_WEB_PORT": str(demo_settings.observability.web_port),
     }
     trainer_env = {
         **env,
@@ -238,7 +236,7 @@ def run_demo(
                 )
             )
     try:
-        if not _wait_worker(procs[0], demo_settings.web_port, prefix, logs["worker"]):
+        if not _wait_worker(procs[0], demo_settings.observability.web_port, prefix, logs["worker"]):
             return 1
         show = Show(demo_settings, ds, events, history, live_events, rate, model_events, logs)
         return asyncio.run(show.run(procs[1]))
@@ -266,7 +264,7 @@ def _clean_up(settings: Settings, prefix: str, run_dir: Path, logs: dict[str, Pa
 
     async def delete() -> None:
         await delete_topics_with_prefix(settings, prefix)
-        await delete_topics_with_prefix(settings, f"{settings.app_id}-")
+        await delete_topics_with_prefix(settings, f"{settings.kafka.app_id}-")
 
     try:
         asyncio.run(delete())
@@ -319,7 +317,7 @@ class Show:
         # The fallback's lists for the events the model answers are computed after the live
         # phase, from the sent events in their order: the same lists, without the demo
         # process taking CPU from the worker while latencies are measured.
-        self.shadow = ShadowFallback(list(ds.items.values()), settings.session_length)
+        self.shadow = ShadowFallback(list(ds.items.values()), settings.serving.session_length)
         self.sent_log: list[tuple[str, str, str, float]] = []  # user, item, event type, ts
         self.model_answered: dict[tuple[str, float], str | None] = {}  # → the next item
         # (user, event ts) → (n-th event of that user, item, live?) for each event sent
@@ -413,13 +411,13 @@ class Show:
     async def run(self, trainer: subprocess.Popen[bytes]) -> int:
         from aiokafka import AIOKafkaConsumer
 
-        topics = Topics(self.settings.topic_prefix)
+        topics = Topics(self.settings.kafka.topic_prefix)
         consumer = AIOKafkaConsumer(
             topics.recommendations,
-            bootstrap_servers=self.settings.bootstrap_list,
+            bootstrap_servers=self.settings.kafka.bootstrap_list,
             group_id=None,
             auto_offset_reset="earliest",
-            **self.settings.kafka_client_kwargs(),
+            **self.settings.kafka.kafka_client_kwargs(),
         )
         await consumer.start()
         task = asyncio.create_task(

@@ -61,7 +61,7 @@ async def replay(
 ) -> ReplayStats:
     """Items, then behaviour events: ``events`` if given, else the chosen users' events in
     time order (``select_events``)."""
-    topics = Topics(settings.topic_prefix)
+    topics = Topics(settings.kafka.topic_prefix)
     producer = kafka_producer(settings)
     await producer.start()
     stats = ReplayStats()

@@ -133,7 +133,7 @@ async def run_simulation(
     from stream_rec.records import decode_announcement
     from stream_rec.schemas import decode_output
 
-    topics = Topics(settings.topic_prefix)
+    topics = Topics(settings.kafka.topic_prefix)
     # Each event's place in its user's sequence, and that user's full sequence.
     seqs: dict[str, list[str]] = defaultdict(list)
     pos: dict[tuple[str, float], int] = {}
@@ -151,8 +151,8 @@ async def run_simulation(
     res = SimResult(label)
     consumer = AIOKafkaConsumer(
         topics.recommendations, topics.model_updates, topics.metrics,
-        bootstrap_servers=settings.bootstrap_list,
-        group_id=None, auto_offset_reset="earliest", **settings.kafka_client_kwargs(),
+        bootstrap_servers=settings.kafka.bootstrap_list,
+        group_id=None, auto_offset_reset="earliest", **settings.kafka.kafka_client_kwargs(),
     )  # fmt: skip
     producer: Any = kafka_producer(settings, linger_ms=5)
     await consumer.start()
@@ -269,7 +269,7 @@ def _one_run(base: Settings, ds: Dataset, events: list[Interaction], registry: P
     """One replay through a fresh namespace; ``label`` is one of :data:`MODES`."""
     run_id = uuid.uuid4().hex[:8]
     learning = label == "learning"
-    s = base.model_copy(update={"topic_prefix": f"sim-{run_id}.", "app_id": f"sim-{run_id}"})
+    s = base.replace(topic_prefix=f"sim-{run_id}.", app_id=f"sim-{run_id}")
     reg = work / f"registry-{label}"
     # Only the version to start from: a registry can hold many (each ~100 MB with the encoder).
     start = model_registry.resolve(registry)
@@ -287,16 +287,18 @@ def _one_run(base: Settings, ds: Dataset, events: list[Interaction], registry: P
         for it in ds.items.values():
             if it.item_id in new_items:  # published at its first event (run_simulation)
                 continue
-            await p.send(f"{s.topic_prefix}items", item_payload(it, now), key=it.item_id.encode())
+            await p.send(
+                f"{s.kafka.topic_prefix}items", item_payload(it, now), key=it.item_id.encode()
+            )
         await p.flush()
         await p.stop()
 
     asyncio.run(items())
     env = {
         **os.environ,
-        "STREAM_REC_BOOTSTRAP_SERVERS": s.bootstrap_servers,
-        "STREAM_REC_TOPIC_PREFIX": s.topic_prefix,
-        "STREAM_REC_APP_ID": s.app_id,
+        "STREAM_REC_BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers,
+        "STREAM_REC_TOPIC_PREFIX": s.kafka.topic_prefix,
+        "STREAM_REC_APP_ID": s.kafka.app_id,
         "STREAM_REC_MODEL_PATH": str(reg),
         "STREAM_REC_LOG_LEVEL": "warning",
         "STREAM_REC_FEEDBACK_SIGNALS": "false" if label == "frozen" else "true",
@@ -405,7 +407,7 @@ def simulate(base: Settings, ds: Dataset, *, registry: Path, users: int | None,
         )
     else:
         events, counted = out_of_sample_events(ds, cutoff, users, limit)
-    work = base.home / "simulate" / time.strftime("%Y%m%d-%H%M%S")
+    work = base.observability.home / "simulate" / time.strftime("%Y%m%d-%H%M%S")
     work.mkdir(parents=True, exist_ok=True)
     runs = {
         m: _one_run(base, ds, events, registry, m, rate, work, counted, clicks, new) for m in MODES
@@ -464,9 +466,9 @@ def simulate(base: Settings, ds: Dataset, *, registry: Path, users: int | None,
         "promoted_versions": sorted(learning.announcements),
         "shadow_decisions": learning.shadow_decisions(),
         "freshness_s": fresh,
-        "window_examples": base.window_examples,
-        "feedback_boost": base.feedback_boost,
-        "impression_discount": base.impression_discount,
+        "window_examples": base.trainer.window_examples,
+        "feedback_boost": base.serving.feedback_boost,
+        "impression_discount": base.serving.impression_discount,
         "hardware": f"{os.cpu_count()} cores",
     }
     t = Table(title="stream-rec simulate (online HR@10 over time)")

@@ -92,13 +92,13 @@ def _shadow(settings: Settings, raw: RawCluster, workers: Mapping[str, Any]) -> 
         w["shadow"] for w in workers.values()
         if isinstance(w.get("shadow"), dict) and w["shadow"].get("candidate") == candidate
     ]  # fmt: skip
-    decision, figures = verdict(stats, settings.shadow_min_events)
+    decision, figures = verdict(stats, settings.trainer.shadow_min_events)
     return {"candidate": candidate, "decision_so_far": decision, **figures}
 
 
 def build_status(settings: Settings, raw: RawCluster, now: float) -> dict[str, Any]:
     """The status document (what ``--json`` prints) from the raw figures."""
-    prefix = settings.topic_prefix
+    prefix = settings.kafka.topic_prefix
     elapsed = max(raw.elapsed_s, 1e-9)
     topics: dict[str, Any] = {}
     for topic, parts in sorted(raw.partitions.items()):
@@ -158,12 +158,12 @@ def build_status(settings: Settings, raw: RawCluster, now: float) -> dict[str, A
     dl = prefix + T.DEAD_LETTERS
     return {
         "ts": now,
-        "bootstrap_servers": settings.bootstrap_servers,
+        "bootstrap_servers": settings.kafka.bootstrap_servers,
         "topic_prefix": prefix,
         "interval_s": raw.elapsed_s,
         "topics": topics,
         "consumer_group": {
-            "id": settings.app_id,
+            "id": settings.kafka.app_id,
             "partitions": lag_rows,
             "total_lag": sum(r["lag"] or 0 for r in lag_rows),
         },
@@ -204,11 +204,11 @@ async def collect(settings: Settings, interval: float = 2.0) -> RawCluster:
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
-    kw = settings.kafka_client_kwargs()
-    prefix = settings.topic_prefix
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_list, **kw)
+    kw = settings.kafka.kafka_client_kwargs()
+    prefix = settings.kafka.topic_prefix
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_list, **kw)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_list,
+        bootstrap_servers=settings.kafka.bootstrap_list,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -224,7 +224,7 @@ async def collect(settings: Settings, interval: float = 2.0) -> RawCluster:
             for d in described
             if not d["error_code"]
         }
-        offsets = await admin.list_consumer_group_offsets(settings.app_id)
+        offsets = await admin.list_consumer_group_offsets(settings.kafka.app_id)
         committed = {(tp.topic, tp.partition): int(om.offset) for tp, om in offsets.items()}
         tps = [TopicPartition(t, p) for t, ps in partitions.items() for p in ps]
         tps += [TopicPartition(t, p) for t, p in committed if t not in partitions]

@@ -48,7 +48,9 @@ class RerankParams:
     def from_settings(cls, settings: Settings | None) -> RerankParams:
         if settings is None:
             return cls()
-        return cls(settings.diversity, settings.long_tail, settings.rerank_pool)
+        return cls(
+            settings.serving.diversity, settings.serving.long_tail, settings.serving.rerank_pool
+        )
 
 
 def pool_size(params: RerankParams, k: int, n_items: int) -> int:

@@ -69,16 +69,19 @@ def due(
 ) -> str | None:
     """``"bootstrap"``, ``"retrain"`` or None: what full training is due now."""
     if empty:
-        if sizes.events < settings.bootstrap_min_events or sizes.items < MIN_ITEMS:
+        if sizes.events < settings.trainer.bootstrap_min_events or sizes.items < MIN_ITEMS:
             return None
         retry_at = int((state or {}).get("retry_at_written", 0))
         return "bootstrap" if sizes.written >= retry_at else None
     if state is None:
         return None
     since_events = sizes.written - int(state.get("written", 0))
-    if settings.retrain_every_events and since_events >= settings.retrain_every_events:
+    if (
+        settings.trainer.retrain_every_events
+        and since_events >= settings.trainer.retrain_every_events
+    ):
         return "retrain"
-    hours = settings.retrain_every_hours
+    hours = settings.trainer.retrain_every_hours
     if hours and now - float(state.get("ts", now)) >= hours * 3600.0:
         return "retrain"
     return None
@@ -88,7 +91,7 @@ async def topic_sizes(settings: Settings, consumer: Any) -> TopicSizes:
     """Offsets of the two input topics, read with a group-less aiokafka consumer."""
     from stream_rec.topics import Topics, topic_partitions
 
-    topics = Topics(settings.topic_prefix)
+    topics = Topics(settings.kafka.topic_prefix)
     tps = await topic_partitions(settings, topics.behavior, topics.items)
     ends = await consumer.end_offsets(tps) if tps else {}
     starts = await consumer.beginning_offsets(tps) if tps else {}
@@ -102,7 +105,7 @@ async def topic_sizes(settings: Settings, consumer: Any) -> TopicSizes:
 
 def train_threads(settings: Settings) -> int:
     """torch CPU threads of a full training (``STREAM_REC_TRAIN_THREADS``, 0 = one per core)."""
-    return settings.train_threads or os.cpu_count() or 1
+    return settings.trainer.train_threads or os.cpu_count() or 1
 
 
 def model_configs(settings: Settings, text_dim: int) -> tuple[Any, Any]:
@@ -112,17 +115,17 @@ def model_configs(settings: Settings, text_dim: int) -> tuple[Any, Any]:
 
     mcfg = ModelConfig(
         text_dim=text_dim,
-        dim=settings.train_dim,
-        layers=settings.train_layers,
-        max_len=settings.train_max_len,
+        dim=settings.trainer.train_dim,
+        layers=settings.trainer.train_layers,
+        max_len=settings.trainer.train_max_len,
     )
     tcfg = TrainConfig(
-        epochs=settings.train_epochs,
+        epochs=settings.trainer.train_epochs,
         seed=0,
         final_fit=True,
-        eval_every=min(10, settings.train_epochs),
+        eval_every=min(10, settings.trainer.train_epochs),
         patience=3,
-        device=settings.device,
+        device=settings.model.device,
         threads=train_threads(settings),
     )
     return mcfg, tcfg
@@ -182,18 +185,18 @@ def full_train(
         import torch
 
         torch.set_num_threads(train_threads(settings))  # the text encoding runs before training
-        prepared = prepare(settings, ds, encoder_path=settings.encoder_path)
+        prepared = prepare(settings, ds, encoder_path=settings.model.encoder_path)
         mcfg, tcfg = model_configs(settings, int(prepared.text_vectors.shape[1]))
         _, metrics, path = train_and_export(
             settings, prepared, mcfg, tcfg, registry_dir=root,
-            encoder_path=settings.encoder_path, make_current=False,
+            encoder_path=settings.model.encoder_path, make_current=False,
             on_epoch=log_epochs(log, kind),
         )  # fmt: skip
     except Exception:
         # Too little data for a split, or a failed run: try again after more events, not
         # in a loop on the same data.
         state = read_state(root) or {}
-        state["retry_at_written"] = sizes.written + settings.bootstrap_min_events
+        state["retry_at_written"] = sizes.written + settings.trainer.bootstrap_min_events
         if kind == "retrain":
             state.update(ts=time.time(), written=sizes.written)
         write_state(root, state)
@@ -214,7 +217,7 @@ def full_train(
     if base_dir is not None:
         base = serving_ndcg10(settings, base_dir, prepared)
         out.update(parent=base_dir.name, gate_base=base, gate_new=metrics["test"]["ndcg10"])
-        if metrics["test"]["ndcg10"] < base - settings.promote_tolerance:
+        if metrics["test"]["ndcg10"] < base - settings.trainer.promote_tolerance:
             out.update(outcome="rejected")
         else:
             registry.set_current(root, version)
@@ -223,7 +226,7 @@ def full_train(
         registry.set_current(root, version)
         out.update(outcome="promoted")
     if out["outcome"] == "promoted":
-        pruned = registry.prune(root, settings.registry_keep)
+        pruned = registry.prune(root, settings.trainer.registry_keep)
         if pruned:
             out["pruned"] = len(pruned)
     write_state(root, {"ts": time.time(), "written": sizes.written, "version": version,

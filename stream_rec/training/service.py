@@ -159,9 +159,10 @@ class Trainer:
         t0 = time.perf_counter()
         new_dir = finetune_incremental(
             base_dir, seqs, replay, self.root, self.settings,
-            epochs=self.settings.finetune_epochs, lr=self.settings.finetune_lr, gate=gate,
-            min_gain=-self.settings.promote_tolerance, make_current=False, new_items=new_items,
-            rank=self.settings.finetune_rank, threads=self.settings.finetune_threads,
+            epochs=self.settings.trainer.finetune_epochs, lr=self.settings.trainer.finetune_lr,
+            gate=gate, min_gain=-self.settings.trainer.promote_tolerance, make_current=False,
+            new_items=new_items, rank=self.settings.trainer.finetune_rank,
+            threads=self.settings.trainer.finetune_threads,
         )  # fmt: skip
         wall = time.perf_counter() - t0
         self._remember(seqs)
@@ -186,7 +187,7 @@ class Trainer:
             shutil.rmtree(new_dir, ignore_errors=True)  # nothing may resolve to it
             return Outcome("failed", None, detail)
         version = registry.read_manifest(new_dir)["version"]
-        if self.settings.shadow_share > 0:  # online evidence first (shadow_check)
+        if self.settings.trainer.shadow_share > 0:  # online evidence first (shadow_check)
             return Outcome("candidate", version, detail, new_dir)
         self.make_current(new_dir, detail)
         return Outcome("promoted", version, detail)
@@ -196,13 +197,13 @@ class Trainer:
         from stream_rec.model import registry
 
         registry.set_current(self.root, folder.name)
-        pruned = registry.prune(self.root, self.settings.registry_keep)
+        pruned = registry.prune(self.root, self.settings.trainer.registry_keep)
         if pruned:
             detail["pruned"] = len(pruned)
 
     def _remember(self, seqs: list[list[str]]) -> None:
         self.replay.extend(seqs)
-        cap = self.settings.replay_examples
+        cap = self.settings.trainer.replay_examples
         if len(self.replay) > cap:
             self.replay = self.rng.sample(self.replay, cap)
         save_replay(self.root, self.replay)
@@ -246,10 +247,10 @@ async def shadow_check(
     from stream_rec.serving.shadow import verdict
 
     assert out.version is not None and out.folder is not None  # noqa: S101 - a candidate
-    topics = Topics(settings.topic_prefix)
+    topics = Topics(settings.kafka.topic_prefix)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_list, group_id=None, enable_auto_commit=False,
-        **settings.kafka_client_kwargs(),
+        bootstrap_servers=settings.kafka.bootstrap_list, group_id=None, enable_auto_commit=False,
+        **settings.kafka.kafka_client_kwargs(),
     )  # fmt: skip
     await consumer.start()
     latest: dict[str, dict[str, Any]] = {}
@@ -260,13 +261,13 @@ async def shadow_check(
         await consumer.seek_to_end(tp)  # older snapshots cannot name this new candidate
         await announce_candidate(producer, topics.model_updates, out.version)
         log.info("candidate %s: shadow check on the workers", out.version)
-        decision, figures = verdict([], settings.shadow_min_events)
-        while decision == "wait" and time.monotonic() - t0 < settings.shadow_timeout_s:
+        decision, figures = verdict([], settings.trainer.shadow_min_events)
+        while decision == "wait" and time.monotonic() - t0 < settings.trainer.shadow_timeout_s:
             batches = await consumer.getmany(timeout_ms=int(poll_s * 1000))
             for rec in (r for recs in batches.values() for r in recs):
                 if (found := _shadow_figures(rec.value, out.version)) is not None:
                     latest[found[0]] = found[1]
-            decision, figures = verdict(latest.values(), settings.shadow_min_events)
+            decision, figures = verdict(latest.values(), settings.trainer.shadow_min_events)
     finally:
         await consumer.stop()
     figures["seconds"] = round(time.monotonic() - t0, 1)
@@ -276,8 +277,8 @@ async def shadow_check(
         return Outcome("promoted", out.version, detail, out.folder)
     if decision == "wait":
         detail["reason"] = (
-            f"shadow check: {figures['judged']} of {settings.shadow_min_events} events judged "
-            f"in {settings.shadow_timeout_s:g} s"
+            f"shadow check: {figures['judged']} of {settings.trainer.shadow_min_events} events "
+            f"judged in {settings.trainer.shadow_timeout_s:g} s"
         )
     else:
         detail["reason"] = (
@@ -345,29 +346,36 @@ async def run_trainer(settings: Settings, *, once: bool = False, full_poll_s: fl
     from stream_rec.records import announce_candidate
     from stream_rec.schemas import encode
 
-    if settings.model_path is None:
+    if settings.model.model_path is None:
         msg = "the trainer needs STREAM_REC_MODEL_PATH (the model registry folder)"
         raise ConfigError(msg)
-    root = Path(settings.model_path)
+    root = Path(settings.model.model_path)
     root.mkdir(parents=True, exist_ok=True)
-    topics = Topics(settings.topic_prefix)
+    topics = Topics(settings.kafka.topic_prefix)
     metrics = TrainerMetrics()
-    if settings.web_port:
-        start_http_server(settings.web_port, addr=settings.web_host, registry=metrics.registry)
-    kw = settings.kafka_client_kwargs()
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_list, acks="all", **kw)
+    if settings.observability.web_port:
+        start_http_server(
+            settings.observability.web_port,
+            addr=settings.observability.web_host,
+            registry=metrics.registry,
+        )
+    kw = settings.kafka.kafka_client_kwargs()
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_list, acks="all", **kw)
     ex_consumer = AIOKafkaConsumer(
-        topics.training_examples, bootstrap_servers=settings.bootstrap_list,
-        group_id=f"{settings.app_id}-trainer", enable_auto_commit=False,
+        topics.training_examples, bootstrap_servers=settings.kafka.bootstrap_list,
+        group_id=f"{settings.kafka.app_id}-trainer", enable_auto_commit=False,
         auto_offset_reset="earliest", **kw,
     )  # fmt: skip
     req_consumer = AIOKafkaConsumer(
-        topics.training_requests, bootstrap_servers=settings.bootstrap_list,
-        group_id=f"{settings.app_id}-trainer-requests", enable_auto_commit=False,
+        topics.training_requests, bootstrap_servers=settings.kafka.bootstrap_list,
+        group_id=f"{settings.kafka.app_id}-trainer-requests", enable_auto_commit=False,
         auto_offset_reset="earliest", max_poll_interval_ms=3_600_000, **kw,
     )  # fmt: skip
     offsets_consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_list, group_id=None, enable_auto_commit=False, **kw
+        bootstrap_servers=settings.kafka.bootstrap_list,
+        group_id=None,
+        enable_auto_commit=False,
+        **kw,
     )
     await producer.start()
     await ex_consumer.start()
@@ -375,7 +383,9 @@ async def run_trainer(settings: Settings, *, once: bool = False, full_poll_s: fl
     await offsets_consumer.start()
     train_lock = asyncio.Lock()  # one training run at a time: fine-tune or full
     windower = Windower(
-        settings.window_seconds, settings.window_examples, settings.window_min_examples
+        settings.trainer.window_seconds,
+        settings.trainer.window_examples,
+        settings.trainer.window_min_examples,
     )
     trainer = Trainer(settings, root)
     loop = asyncio.get_running_loop()
@@ -471,7 +481,7 @@ async def run_trainer(settings: Settings, *, once: bool = False, full_poll_s: fl
                 if "shadow" in out.detail:  # workers swap in the candidate they hold
                     await announce_candidate(producer, topics.model_updates, None)
             await producer.send_and_wait(
-                topics.metrics, encode(result, settings.output_codec), key=b"trainer"
+                topics.metrics, encode(result, settings.limits.output_codec), key=b"trainer"
             )
             log.info(
                 "training windows %s: %s (gate NDCG@10 serving %s, candidate %s)",
@@ -505,7 +515,8 @@ async def run_trainer(settings: Settings, *, once: bool = False, full_poll_s: fl
                     log.info(
                         "empty registry: the first model trains once %s holds %d behaviour "
                         "events (now %d) and the items topic some items (now %d)",
-                        topics.behavior, settings.bootstrap_min_events, sizes.events, sizes.items,
+                        topics.behavior, settings.trainer.bootstrap_min_events, sizes.events,
+                        sizes.items,
                     )  # fmt: skip
                     waiting_logged = True
                 await asyncio.sleep(full_poll_s)
@@ -528,7 +539,7 @@ async def run_trainer(settings: Settings, *, once: bool = False, full_poll_s: fl
                 await announce(str(out["version"]), by=kind, gate_new=out.get("gate_new"))
             result = {"kind": TRAINING_RESULT_KIND, "ts": time.time(), "window": None, **out}
             await producer.send_and_wait(
-                topics.metrics, encode(result, settings.output_codec), key=b"trainer"
+                topics.metrics, encode(result, settings.limits.output_codec), key=b"trainer"
             )
             log.info(
                 "%s: %s %s (test NDCG@10 %s, serving %s)", kind, out["outcome"],

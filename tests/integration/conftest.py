@@ -35,15 +35,17 @@ ADMIN_TOKEN = f"it-operator-{uuid.uuid4().hex}"
 @pytest.fixture(scope="session")
 def bootstrap() -> Iterator[str]:
     base = load_settings()
-    servers = base.bootstrap_servers
+    servers = base.kafka.bootstrap_servers
     try:
         if metadata_ready(servers, timeout=3):
             yield servers
             return
     except Exception:  # noqa: BLE001, S110 - not running yet: start it below
         pass
-    host, _, port = base.bootstrap_list[0].rpartition(":")
-    broker = LocalBroker(home=base.home, version=base.kafka_version, port=int(port))
+    host, _, port = base.kafka.bootstrap_list[0].rpartition(":")
+    broker = LocalBroker(
+        home=base.observability.home, version=base.observability.kafka_version, port=int(port)
+    )
     try:
         broker.start()
     except BrokerError as exc:
@@ -192,7 +194,7 @@ async def produce(
 ) -> None:
     from aiokafka import AIOKafkaProducer
 
-    p = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_list, linger_ms=5)
+    p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_list, linger_ms=5)
     await p.start()
     try:
         for key, value in messages:
@@ -215,7 +217,7 @@ async def read_topic(
 
     c = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=settings.bootstrap_list,
+        bootstrap_servers=settings.kafka.bootstrap_list,
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 async def produce_at(p: Pipeline, short: str, key: bytes, value: bytes, partition: int) -> None:
     from aiokafka import AIOKafkaProducer
 
-    prod = AIOKafkaProducer(bootstrap_servers=p.settings.bootstrap_list)
+    prod = AIOKafkaProducer(bootstrap_servers=p.settings.kafka.bootstrap_list)
     await prod.start()
     try:
         await prod.send_and_wait(p.topic(short), value, key=key, partition=partition)

@@ -343,7 +343,7 @@ def test_shadow_check_refuses_a_worse_candidate_and_one_without_evidence(
         )  # fmt: skip
         folder = tmp_path / "versions" / version
         folder.mkdir(parents=True)
-        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_list)
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_list)
         await producer.start()
         try:
 

@@ -109,11 +109,12 @@ def committed_offsets(p: Pipeline, short: str) -> dict[int, int]:
 
     async def read() -> dict[int, int]:
         admin = AIOKafkaAdminClient(
-            bootstrap_servers=p.settings.bootstrap_list, **p.settings.kafka_client_kwargs()
+            bootstrap_servers=p.settings.kafka.bootstrap_list,
+            **p.settings.kafka.kafka_client_kwargs(),
         )
         await admin.start()
         try:
-            offsets = await admin.list_consumer_group_offsets(p.settings.app_id)
+            offsets = await admin.list_consumer_group_offsets(p.settings.kafka.app_id)
         finally:
             await admin.close()
         return {tp.partition: om.offset for tp, om in offsets.items() if tp.topic == p.topic(short)}
@@ -170,7 +171,7 @@ class PacedProducer(threading.Thread):
         from aiokafka import AIOKafkaProducer
 
         prod = AIOKafkaProducer(
-            bootstrap_servers=self.p.settings.bootstrap_list, linger_ms=5, acks="all"
+            bootstrap_servers=self.p.settings.kafka.bootstrap_list, linger_ms=5, acks="all"
         )
         await prod.start()
         try:
@@ -324,12 +325,18 @@ def _ports_free(*ports: int) -> bool:
 def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
     """A second local broker (own port, own data in tmp) that these tests may stop and start."""
     base = load_settings()
-    if not (base.home / "kafka" / base.kafka_version / "libs" / ".complete").exists():
+    if not (
+        base.observability.home / "kafka" / base.observability.kafka_version / "libs" / ".complete"
+    ).exists():
         pytest.skip("the Kafka jars are not installed (stream-rec setup)")
     home = tmp_path_factory.mktemp("own-broker")
-    (home / "kafka").symlink_to(base.home / "kafka")  # reuse the jars; data stays in tmp
+    (home / "kafka").symlink_to(
+        base.observability.home / "kafka"
+    )  # reuse the jars; data stays in tmp
     port = next(p for p in range(19292, 19392, 2) if _ports_free(p, p + 1))
-    broker = LocalBroker(home=home, version=base.kafka_version, port=port, heap="384m")
+    broker = LocalBroker(
+        home=home, version=base.observability.kafka_version, port=port, heap="384m"
+    )
     try:
         broker.start(timeout=120)
         yield broker

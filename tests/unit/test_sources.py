@@ -213,10 +213,10 @@ def test_movielens_through_a_file_gives_the_same_split(tmp_path: Path) -> None:
 def test_movielens_100k_split_is_unchanged_by_the_frame() -> None:
     """The MovieLens-100K split and item texts hash to what the loader gave before the frame
     (computed with the pre-frame ``stream_rec.data.movielens``, commit 977b025)."""
-    folder = SETTINGS.home / "datasets" / "movielens-100k"
+    folder = SETTINGS.observability.home / "datasets" / "movielens-100k"
     if not (folder / "MovieLens100k_data.parquet.brotli").exists():
         pytest.skip("MovieLens-100K is not fetched (stream-rec setup)")
-    ds = load_movielens("movielens-100k", SETTINGS.home)
+    ds = load_movielens("movielens-100k", SETTINGS.observability.home)
     split = make_split(ds)
     texts = [ds.items[i].text for i in split.item_ids]
     blob = json.dumps([split.item_ids, split.user_ids, split.histories, texts]).encode()
