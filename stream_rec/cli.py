@@ -516,4 +516,8 @@ _register_model_commands()
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    app()
+    try:
+        app()
+    except ConfigError as exc:  # a command that read its settings itself: the same message
+        console.print(f"[red]{exc}[/red]")
+        raise SystemExit(2) from None

@@ -644,9 +644,13 @@ class Settings(BaseSettings):
 
     def replace(self, **changes: Any) -> Self:
         """A copy with some settings changed, by their flat names (``replace(top_k=5)``) or
-        whole groups; validated like the original, without reading the environment again."""
+        whole groups; validated like the original (:class:`ConfigError` as
+        :func:`load_settings`), without reading the environment again."""
         current: dict[str, Any] = {group: getattr(self, group) for group in GROUP_MODELS}
-        return self.model_validate({**current, **changes})
+        try:
+            return self.model_validate({**current, **changes})
+        except ValidationError as exc:
+            raise ConfigError(_invalid(exc)) from None
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """As pydantic's, but ``update`` may only name groups (a flat name there would be set
@@ -735,9 +739,11 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        lines = [_error_line(err) for err in exc.errors()]
-        msg = "invalid configuration:\n" + "\n".join(lines)
-        raise ConfigError(msg) from None
+        raise ConfigError(_invalid(exc)) from None
+
+
+def _invalid(exc: ValidationError) -> str:
+    return "invalid configuration:\n" + "\n".join(_error_line(err) for err in exc.errors())
 
 
 if __name__ == "__main__":

@@ -385,10 +385,24 @@ def test_replace_derives_a_validated_copy_by_flat_names(
     assert (s.kafka.topic_prefix, s.serving.top_k) == ("stream-rec.", 10)  # s is unchanged
     assert type(t.kafka) is KafkaSettings and type(t.serving) is ServingSettings
     assert s.replace(serving=ServingSettings(top_k=2)).serving.top_k == 2
-    with pytest.raises(ValueError, match="greater than or equal to 1"):
-        s.replace(top_k=0)  # validated, unlike model_copy
-    with pytest.raises(ValueError, match="not_a_setting"):
+    with pytest.raises(ConfigError, match="STREAM_REC_TOP_K: .*greater than or equal to 1"):
+        s.replace(top_k=0)  # validated, unlike model_copy, and reported as load_settings does
+    with pytest.raises(ConfigError, match="not_a_setting: not a setting"):
         s.replace(not_a_setting=1)
+
+
+def test_a_command_with_an_invalid_setting_exits_with_the_message() -> None:
+    """``stream-rec eval --diversity 2``: the CLI's option becomes a setting out of range; the
+    command stops with the configuration message (exit 2), not a traceback."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "stream_rec", "eval", "--diversity", "2"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "STREAM_REC_DIVERSITY" in out.stdout and "Traceback" not in out.stderr
 
 
 def test_model_copy_refuses_flat_names() -> None:
