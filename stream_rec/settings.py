@@ -510,6 +510,13 @@ class ObservabilitySettings(_Group, frozen=True):
     kafka_version: str = Field(
         default="4.1.1", description="Apache Kafka version of the local broker."
     )
+    broker_java_options: str = Field(
+        default="-XX:TieredStopAtLevel=1",
+        description="Extra JVM options of the local broker (`stream-rec broker up`, the demo, "
+        "CI), split on spaces. The default compiles with C1 only: on a 2-core machine the C2 "
+        "compiler's first minutes took the cores from the worker and put the demo's p99 above "
+        "50 ms in every run that started the broker (docs/hot-path.md). Empty = the JVM's own.",
+    )
 
     @field_validator("admin_token", mode="before")
     @classmethod

@@ -78,6 +78,7 @@ class LocalBroker:
     version: str = "4.1.1"
     port: int = 19092
     heap: str = "768m"
+    java_options: tuple[str, ...] = ("-XX:TieredStopAtLevel=1",)  # Settings.broker_java_options
 
     @property
     def kafka_dir(self) -> Path:
@@ -156,7 +157,7 @@ class LocalBroker:
         java = shutil.which("java") or "java"
         return [
             java, f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC",
-            "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+            "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true", *self.java_options,
             f"-Dlog4j2.configurationFile={self.kafka_dir / 'log4j2.yaml'}",
             "-cp", str(self.libs / "*"), main, *args,
         ]  # fmt: skip
@@ -354,5 +355,8 @@ def broker_from_settings(settings: object | None = None) -> LocalBroker:
             file=sys.stderr,
         )
     return LocalBroker(
-        home=s.observability.home, version=s.observability.kafka_version, port=int(port)
+        home=s.observability.home,
+        version=s.observability.kafka_version,
+        port=int(port),
+        java_options=tuple(s.observability.broker_java_options.split()),
     )

@@ -85,6 +85,20 @@ def test_java_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert cmd[-2:] == ["kafka.Kafka", "server.properties"]
 
 
+def test_java_options_come_from_the_settings_before_the_main_class(tmp_path: Path) -> None:
+    from stream_rec.settings import load_settings
+
+    default = broker_mod.broker_from_settings(load_settings(home=tmp_path))
+    cmd = default._java("kafka.Kafka", "server.properties")
+    assert "-XX:TieredStopAtLevel=1" in cmd  # C1 only, by default
+    assert cmd.index("-XX:TieredStopAtLevel=1") < cmd.index("kafka.Kafka")
+    own = load_settings(home=tmp_path, broker_java_options="-XX:+UseSerialGC  -Xss2m")
+    cmd = broker_mod.broker_from_settings(own)._java("kafka.Kafka", "server.properties")
+    assert "-XX:TieredStopAtLevel=1" not in cmd and {"-XX:+UseSerialGC", "-Xss2m"} <= set(cmd)
+    none = load_settings(home=tmp_path, broker_java_options="")
+    assert not any("Tiered" in a for a in broker_mod.broker_from_settings(none)._java("x"))
+
+
 def test_pid_without_pid_file_or_with_garbage(tmp_path: Path) -> None:
     b = LocalBroker(home=tmp_path)
     assert b.pid() is None and not b.is_running()
