@@ -325,8 +325,9 @@ class Show:
         self.count: dict[str, int] = {}
         self.n_sent = self.received = self.live_received = self.model_answers = 0
         self.latencies: list[float] = []
-        # (seconds into the live phase the answer arrived, latency s, fallback or model)
-        self.timeline: list[tuple[float, float, str]] = []
+        # (seconds into the live phase the answer arrived, latency s, fallback or model,
+        # seconds from the event's send to the worker's recommendation)
+        self.timeline: list[tuple[float, float, str, float]] = []
         self.period_latencies: dict[str, list[float]] = {"fallback": [], "model": []}
         self.rows: deque[tuple[str, ...]] = deque(maxlen=10)
         self.phase = "history"
@@ -353,7 +354,10 @@ class Show:
         period = "fallback" if is_fallback(version) else "model"
         self.period_latencies[period].append(self.latencies[-1])
         since = time.monotonic() - (self.history_done_at or self.t0)
-        self.timeline.append((round(since, 3), round(self.latencies[-1], 5), period))
+        in_worker = rec.emitted_ts - rec.event_ts  # up to the worker's send: the rest is the
+        self.timeline.append(  # broker's way out and this process's consumer
+            (round(since, 3), round(self.latencies[-1], 5), period, round(in_worker, 5))
+        )
         nxt = self.next.get((rec.user_id, n))
         self.hit.add(period, nxt, items)
         if period == "model":
@@ -516,7 +520,8 @@ class Show:
         figures["model"] = None if self.swap is None else {
             "version": self.swap[0], "serving_from_s": round(self.swap[1], 2)}  # fmt: skip
         figures["unanswered"] = self.n_sent - self.received
-        figures["timeline"] = {"columns": ["s_into_live_phase", "latency_s", "scorer"],
+        figures["timeline"] = {"columns": ["s_into_live_phase", "latency_s", "scorer",
+                                           "to_emitted_s"],
                                "rows": self.timeline}  # fmt: skip
         self.report_path.write_text(json.dumps(figures) + "\n")
         console.print(f"figures of this run: {self.report_path}")
