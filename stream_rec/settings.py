@@ -514,8 +514,9 @@ class ObservabilitySettings(_Group, frozen=True):
         default="-XX:TieredStopAtLevel=1",
         description="Extra JVM options of the local broker (`stream-rec broker up`, the demo, "
         "CI), split on spaces. The default compiles with C1 only: on a 2-core machine the C2 "
-        "compiler's first minutes took the cores from the worker and put the demo's p99 above "
-        "50 ms in every run that started the broker (docs/hot-path.md). Empty = the JVM's own.",
+        "compiler's first minutes took the cores from the worker, and all ten `make demo` runs "
+        "in fresh clones (which start the broker) had a p99 above 50 ms (docs/hot-path.md). "
+        "Empty = the JVM's own.",
     )
 
     @field_validator("admin_token", mode="before")
