@@ -32,6 +32,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 Codec = Literal["json", "msgpack"]
 
+LOCAL_BROKER_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
+"""The local broker's extra JVM options by default: C1-only (``broker_java_options``)."""
+
 
 def _default_home() -> Path:
     return Path.home() / ".cache" / "stream-rec"
@@ -511,7 +514,7 @@ class ObservabilitySettings(_Group, frozen=True):
         default="4.1.1", description="Apache Kafka version of the local broker."
     )
     broker_java_options: str = Field(
-        default="-XX:TieredStopAtLevel=1",
+        default=LOCAL_BROKER_JAVA_OPTIONS,
         description="Extra JVM options of the local broker (`stream-rec broker up`, the demo, "
         "CI), split on spaces. The default compiles with C1 only: on a 2-core machine the C2 "
         "compiler's first minutes took the cores from the worker, and all ten `make demo` runs "

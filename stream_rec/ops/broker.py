@@ -21,6 +21,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from stream_rec.settings import LOCAL_BROKER_JAVA_OPTIONS
+
 _POM = """<?xml version="1.0" encoding="UTF-8"?>
 <project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -78,7 +80,7 @@ class LocalBroker:
     version: str = "4.1.1"
     port: int = 19092
     heap: str = "768m"
-    java_options: tuple[str, ...] = ("-XX:TieredStopAtLevel=1",)  # Settings.broker_java_options
+    java_options: tuple[str, ...] = tuple(LOCAL_BROKER_JAVA_OPTIONS.split())
 
     @property
     def kafka_dir(self) -> Path:
