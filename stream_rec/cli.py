@@ -128,6 +128,7 @@ def worker(
         console.print(f"[red]worker: {exc}[/red]", soft_wrap=True)
         raise typer.Exit(2) from None
     create_topics_sync(settings)
+    pipeline.metrics.watch_gc()  # for the life of the process
     w = Worker(pipeline.app, loglevel=settings.observability.log_level, console_port=0)
     w.execute_from_commandline()
 
@@ -442,6 +443,14 @@ def bench_pipeline(
             "(KEY without STREAM_REC_), in the same run. Repeatable."
         ),
     ] = None,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Drain every subject this many times, taking turns; events/s and the ratio "
+            "to the bare agent are the medians of the rounds (each round's figure is kept).",
+        ),
+    ] = 1,
 ) -> None:
     """Pipeline throughput and latency vs a bare Faust agent, on the local broker."""
     from stream_rec.bench.pipeline import parse_variants, run
@@ -452,7 +461,7 @@ def bench_pipeline(
         raise typer.BadParameter(str(exc), param_hint="--variant") from exc
     run(
         _settings(), events=events, out=out, model=model, workers=workers, profile=profile,
-        latency_rate=latency_rate, variants=variants,
+        latency_rate=latency_rate, variants=variants, rounds=rounds,
     )  # fmt: skip
 
 

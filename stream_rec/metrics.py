@@ -6,6 +6,7 @@ figure on a dashboard leads straight to the code that produced it.
 
 from __future__ import annotations
 
+import gc
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -24,6 +25,7 @@ STAGES = (
     "shadow",
 )
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_GC_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 class Metrics:
@@ -117,10 +119,42 @@ class Metrics:
             "Metrics snapshots published to the metrics topic by this worker", registry=r,
         )  # fmt: skip
 
+        self.gc_pause_seconds = Histogram(
+            "stream_rec_gc_pause_seconds",
+            "Pauses of Python's cyclic garbage collector in this worker, by generation: every "
+            "thread stops meanwhile (the event loop too)",
+            ["generation"], buckets=_GC_BUCKETS, registry=r,
+        )  # fmt: skip
+
+    def watch_gc(self) -> GcWatch:
+        """Time every collection of the cyclic garbage collector into ``gc_pause_seconds``
+        (until :meth:`GcWatch.close`)."""
+        return GcWatch(self.gc_pause_seconds)
+
     def set_model(self, version: str) -> None:
         self.model_info.clear()
         self.model_info.labels(version=version).set(1)
         self.serving_fallback.set(1 if version.startswith("fallback") else 0)
+
+
+class GcWatch:
+    """A ``gc.callbacks`` hook timing each collection (two ``perf_counter`` calls per one)."""
+
+    def __init__(self, hist: Histogram) -> None:
+        self._children = [hist.labels(generation=str(g)) for g in range(3)]
+        self._t = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+        elif self._t:
+            self._children[min(info["generation"], 2)].observe(time.perf_counter() - self._t)
+            self._t = 0.0
+
+    def close(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
 
 
 class StageClock:
@@ -143,3 +177,26 @@ class StageClock:
             if seconds:
                 self._children[stage].inc(seconds)
                 self._acc[stage] = 0.0
+
+
+def gc_pauses(metrics_text: str, over_s: float = 0.05) -> dict[str, dict[str, float]]:
+    """A worker's garbage-collector pauses from its ``/metrics`` text: per generation the
+    number of collections, their seconds in all, and how many took longer than ``over_s`` (a
+    histogram bucket bound)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, dict[str, float]] = {}
+    for fam in text_string_to_metric_families(metrics_text):
+        if fam.name != "stream_rec_gc_pause_seconds":
+            continue
+        for smp in fam.samples:
+            g = out.setdefault(smp.labels["generation"], {})
+            if smp.name.endswith("_count"):
+                g["count"] = smp.value
+            elif smp.name.endswith("_sum"):
+                g["seconds"] = smp.value
+            elif smp.name.endswith("_bucket") and float(smp.labels["le"]) == over_s:
+                g["within"] = smp.value
+    for g in out.values():
+        g[f"over_{over_s * 1000:g}ms"] = g.get("count", 0.0) - g.pop("within", 0.0)
+    return out

@@ -33,8 +33,17 @@ def row(name: str, r: dict[str, Any]) -> str:
     return (
         f"| {name} | {lat['all']['n']:,} | {p('all', 'p50')} / {p('all', 'p95')} / "
         f"{p('all', 'p99')} | {p('fallback', 'p99')} | {p('model', 'p99')} | "
-        f"{'–' if since is None else f'{since:.0f} s'} |"
+        f"{'–' if since is None else f'{since:.0f} s'} | {gc(r)} |"
     )
+
+
+def gc(r: dict[str, Any]) -> str:
+    """The worker's full (generation 2) collections over its life: how many, how many took
+    over 50 ms, and their time in all (runs before the demo recorded it: –)."""
+    g2 = (r.get("worker_gc_pauses") or {}).get("2")
+    if not g2:
+        return "–"
+    return f"{g2['count']:.0f}, {g2['over_50ms']:.0f} > 50 ms, {1000 * g2['seconds']:.0f} ms"
 
 
 def main() -> None:
@@ -49,8 +58,8 @@ def main() -> None:
     for path in args.reports:
         runs[path.parent.name] = summary(json.loads(path.read_text()))
     print("| run | live events | p50 / p95 / p99 ms, all live | fallback period p99 | "
-          "model period p99 | model from |")  # fmt: skip
-    print("|---|---:|---|---:|---:|---|")
+          "model period p99 | model from | worker's full GCs |")  # fmt: skip
+    print("|---|---:|---|---:|---:|---|---|")
     for name, r in runs.items():
         print(row(name, r))
     if args.save:

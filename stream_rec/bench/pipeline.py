@@ -15,18 +15,24 @@ In one run, on the same broker and the same MovieLens events, side by side:
    send. The bench's producer sends each event on its own (no linger), as independent
    producers would: unlike the drain, this load also costs the broker and the bench CPU.
    With it, the worker's own CPU time per event over the run (``/proc``): on a shared machine
-   a steadier figure than wall-clock ones.
+   a steadier figure than wall-clock ones; and the cores the worker, the bench process and the
+   local broker each used meanwhile (CPU seconds per second), which say whether the machine
+   itself was the limit.
 3. ``--variant NAME:KEY=VALUE,...``: each pipeline subject again as ``<subject>-NAME`` with
    those ``STREAM_REC_*`` settings in its environment (say ``SCORE_INLINE_MS=0``), so settings
    are compared within one run, on the same events.
 4. ``--workers N`` (N > 1): the fallback pipeline again with N workers sharing the same
    partitions: their combined throughput, and the latency at the one-worker run's offered load.
-5. Per-stage cost of one event in each one-worker pipeline drain, from the worker's own timers
-   (``stream_rec_stage_seconds_total``, read from its ``/metrics`` at the end of the drain).
-   ``--profile`` adds a py-spy flame graph of each pipeline drain and latency run, saved beside
-   the JSON
-   (py-spy samples the worker from outside, at 25 Hz, but shares the cores: the figures of a
-   profiled run are marked ``profiled`` and run lower).
+5. ``--rounds N``: the drains again, N rounds in all, the subjects taking turns in each, every
+   round on fresh topics and groups. A subject's events/s and its ratio to the bare agent are
+   the medians over the rounds (each round's figure is kept): on a shared machine one drain's
+   rate moves between runs by more than the differences being measured.
+6. Per-stage cost of one event in each one-worker pipeline drain (the first round's), from the
+   worker's own timers (``stream_rec_stage_seconds_total``, read from its ``/metrics`` at the
+   end of the drain). ``--profile`` adds a py-spy flame graph of each pipeline drain (the first
+   round's) and latency run, saved beside the JSON (py-spy samples the worker from outside,
+   at 25 Hz, but shares the cores: the figures of a profiled run are marked ``profiled`` and
+   run lower).
 
 Subjects run one at a time; the bench's own producer and consumer share the machine with them.
 """
@@ -40,11 +46,13 @@ import platform
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +64,8 @@ from stream_rec.bench.report import print_and_save
 from stream_rec.client import kafka_producer
 from stream_rec.data.movielens import load_movielens
 from stream_rec.metrics import STAGES as STAGE_NAMES
-from stream_rec.ops.broker import free_port
+from stream_rec.metrics import gc_pauses
+from stream_rec.ops.broker import LocalBroker, free_port
 from stream_rec.ops.replay import behavior_payload, item_payload, select_events
 from stream_rec.schemas import decode_output
 from stream_rec.settings import FIELD_GROUP, Settings
@@ -94,10 +103,15 @@ class Subject:
     model: Path | None = None
     workers: int = 1
     env: tuple[tuple[str, str], ...] = ()  # a variant's own settings (STREAM_REC_* = value)
+    tag: str = ""  # the drain round's ("r2-", …): its own data folders and logs
+
+    @property
+    def is_bare(self) -> bool:
+        return self.command[-1] == "stream_rec.bench.bare"
 
     @property
     def output_topic(self) -> str:
-        if self.command[-1] == "stream_rec.bench.bare":
+        if self.is_bare:
             return f"{self.settings.kafka.app_id}-bare-bare_counts-changelog"
         return f"{self.settings.kafka.topic_prefix}recommendations"
 
@@ -181,13 +195,13 @@ class _Workers:
         self.procs: list[WorkerProc] = []
         for i in range(subject.workers):
             port = free_port()
-            name = f"{subject.name}-{tag}-{i}"
+            name = f"{subject.tag}{subject.name}-{tag}-{i}"
             self.procs.append(
                 WorkerProc(
                     subject.command,
                     worker_env(
                         subject.settings,
-                        work / f"{subject.name}-{i}",
+                        work / f"{subject.tag}{subject.name}-{i}",
                         port,
                         model=subject.model,
                         set_model=True,
@@ -198,12 +212,15 @@ class _Workers:
                 )  # fmt: skip
             )
 
+    def check(self) -> None:
+        for p in self.procs:
+            p.check()
+
     def wait_ready(self, timeout: float = 180) -> None:
         """Every worker has the catalogue and the group is settled (all at the same time)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for p in self.procs:
-                p.check()
+            self.check()
             sts = [worker_status(p.port) for p in self.procs]
             if all(
                 st and st["catalog_caught_up"] and not st["rebalancing"] and st["assignment"]
@@ -254,8 +271,15 @@ async def _produce(settings: Settings, topic: str, msgs: list[tuple[bytes, bytes
         await p.stop()
 
 
-async def _drain_timestamps(settings: Settings, topic: str, n: int, timeout: float) -> list[int]:
-    """Broker timestamps (ms) of the first ``n`` records of ``topic``."""
+async def _drain_timestamps(
+    settings: Settings,
+    topic: str,
+    n: int,
+    timeout: float,
+    check: Callable[[], None] = lambda: None,
+) -> list[int]:
+    """Broker timestamps (ms) of the first ``n`` records of ``topic``; ``check`` raises when the
+    subject can no longer deliver them (a worker exited), instead of waiting out ``timeout``."""
     from aiokafka import AIOKafkaConsumer
 
     c = AIOKafkaConsumer(
@@ -267,11 +291,13 @@ async def _drain_timestamps(settings: Settings, topic: str, n: int, timeout: flo
     try:
         deadline = time.monotonic() + timeout
         while topic not in await c.topics():  # a worker creates it when it starts
+            check()
             if time.monotonic() > deadline:
                 return ts
             await asyncio.sleep(0.5)
         c.subscribe([topic])
         while len(ts) < n and time.monotonic() < deadline:
+            check()
             for recs in (await c.getmany(timeout_ms=500, max_records=5000)).values():
                 ts.extend(r.timestamp for r in recs)
     finally:
@@ -336,6 +362,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _cpu_or_nan(pid: int | None) -> float:
+    try:
+        return cpu_seconds(pid) if pid is not None else float("nan")
+    except OSError:  # it exited meanwhile
+        return float("nan")
+
+
+def local_broker_pid(settings: Settings) -> int | None:
+    """The pid of the local broker (``stream-rec broker up``) the settings point at, if any."""
+    host, _, port = settings.kafka.bootstrap_list[0].rpartition(":")
+    if host not in ("127.0.0.1", "localhost") or not port.isdigit():
+        return None
+    return LocalBroker(home=settings.observability.home, port=int(port)).pid()
+
+
 def _pct(xs: list[float], q: float) -> float:
     s = sorted(xs)
     return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
@@ -378,7 +419,9 @@ def _drain(subject: Subject, n: int, work: Path, profile_svg: Path | None) -> di
         if profile_svg else None  # fmt: skip
     out: dict[str, Any] = {}
     try:
-        ts = asyncio.run(_drain_timestamps(subject.settings, subject.output_topic, n, 900))
+        ts = asyncio.run(
+            _drain_timestamps(subject.settings, subject.output_topic, n, 900, check=w.check)
+        )
         if subject.workers == 1 and subject.output_topic.endswith(".recommendations"):
             try:
                 out["stages_us"] = stage_breakdown(scrape_metrics(w.procs[0].port))
@@ -399,18 +442,30 @@ def _latency(
 ) -> dict[str, Any]:
     w = _Workers(subject, work, "latency")
     stages: dict[str, float] = {}
+    pauses: dict[str, dict[str, float]] = {}
     spy = None
     try:
         w.wait_ready()
         if profile_svg is not None:
             log = work / f"{subject.name}-latency-pyspy.log"
             spy = _PySpy(w.procs[0].proc.pid, profile_svg, log)
+        broker = local_broker_pid(subject.settings)
         cpu0 = sum(cpu_seconds(p.proc.pid) for p in w.procs)
+        own0, broker0, t0 = cpu_seconds(os.getpid()), _cpu_or_nan(broker), time.monotonic()
         lat, earlier = asyncio.run(_latency_run(subject.settings, events, rate))
         cpu_s = sum(cpu_seconds(p.proc.pid) for p in w.procs) - cpu0
+        wall = time.monotonic() - t0
+        # what else shared the cores meanwhile: the bench's own producer and consumer, and the
+        # broker when it is the local one (NaN otherwise), in cores (CPU seconds per second)
+        cores = {
+            "latency_worker_cpu_cores": cpu_s / wall,
+            "latency_bench_cpu_cores": (cpu_seconds(os.getpid()) - own0) / wall,
+            "latency_broker_cpu_cores": (_cpu_or_nan(broker) - broker0) / wall,
+        }
         if subject.workers == 1:
             try:
-                stages = stage_breakdown(scrape_metrics(w.procs[0].port))
+                text = scrape_metrics(w.procs[0].port)
+                stages, pauses = stage_breakdown(text), gc_pauses(text)
             except OSError as exc:
                 console.print(f"[yellow]no /metrics from {subject.name}: {exc}[/yellow]")
     finally:
@@ -419,7 +474,9 @@ def _latency(
     return {
         **({"latency_flamegraph": str(profile_svg)} if profiled else {}),
         "latency_stages_us": stages,
+        "gc_pauses": pauses,  # over the worker's life: its start, the latency run
         "latency_cpu_us_per_event": 1e6 * cpu_s / max(1, len(lat)),
+        **cores,
         "offered_events_per_s": rate,
         "latency_events": len(lat),
         "latency_redelivered_earlier_events": earlier,
@@ -440,7 +497,11 @@ def run(
     latency_rate: float | None = None,
     latency_seconds: float = 20.0,
     variants: dict[str, dict[str, str]] | None = None,
+    rounds: int = 1,
 ) -> dict[str, Any]:
+    if rounds < 1:
+        msg = f"rounds must be at least 1, not {rounds}"
+        raise ValueError(msg)
     run_id = uuid.uuid4().hex[:8]
     work = base.observability.home / "bench" / run_id
     work.mkdir(parents=True, exist_ok=True)
@@ -448,21 +509,31 @@ def run(
     py = sys.executable
     worker_cmd = [py, "-m", "stream_rec", "worker"]
 
-    def subject(name: str, cmd: list[str], **kw: Any) -> Subject:
-        s = base.replace(topic_prefix=f"bench-{run_id}-{name}.", app_id=f"bench-{run_id}-{name}")
-        return Subject(name, s, cmd, **kw)
+    def lineup(tag: str) -> list[Subject]:
+        """Every subject of one drain round; round ``tag`` has its own topics and groups."""
 
-    pipelines = [subject("fallback", worker_cmd)]
-    if model is not None:
-        pipelines.append(subject("model", worker_cmd, model=model))
-    for vname, venv in (variants or {}).items():  # each scorer again with other settings
-        pipelines += [
-            subject(f"{p.name}-{vname}", worker_cmd, model=p.model, env=tuple(venv.items()))
-            for p in pipelines[: 2 if model is not None else 1]
-        ]
-    bare = subject("bare", [py, "-m", "stream_rec.bench.bare"])
-    scaled = subject(f"fallback-x{workers}", worker_cmd, workers=workers) if workers > 1 else None
-    subjects = [*pipelines, bare, *([scaled] if scaled else [])]
+        def subject(name: str, cmd: list[str], **kw: Any) -> Subject:
+            s = base.replace(
+                topic_prefix=f"bench-{run_id}-{tag}{name}.", app_id=f"bench-{run_id}-{tag}{name}"
+            )
+            return Subject(name, s, cmd, tag=tag, **kw)
+
+        pipes = [subject("fallback", worker_cmd)]
+        if model is not None:
+            pipes.append(subject("model", worker_cmd, model=model))
+        for vname, venv in (variants or {}).items():  # each scorer again with other settings
+            pipes += [
+                subject(f"{p.name}-{vname}", worker_cmd, model=p.model, env=tuple(venv.items()))
+                for p in pipes[: 2 if model is not None else 1]
+            ]
+        more = [subject(f"fallback-x{workers}", worker_cmd, workers=workers)] if workers > 1 else []
+        return [*pipes, subject("bare", [py, "-m", "stream_rec.bench.bare"]), *more]
+
+    lineups = [lineup("" if r == 0 else f"r{r + 1}-") for r in range(rounds)]
+    subjects = lineups[0]  # the latency runs use the first round's subjects
+    bare = next(s for s in subjects if s.is_bare)
+    scaled = subjects[-1] if workers > 1 else None
+    pipelines = [s for s in subjects if s is not bare and s is not scaled]
 
     ds = load_movielens("movielens-100k", base.observability.home)
     all_events = select_events(ds, None, None)
@@ -471,24 +542,38 @@ def run(
     now = time.time()
     items = [(i.item_id.encode(), item_payload(i, now)) for i in ds.items.values()]
     behaviour = [(x.user_id.encode(), behavior_payload(x, now)) for x in evs]
-    for sub in subjects:
-        asyncio.run(create_topics(sub.settings))
-        if sub is bare:  # its table's changelog, before the app looks for it
-            asyncio.run(create_changelogs(sub.settings, [sub.output_topic]))
-        asyncio.run(_produce(sub.settings, f"{sub.settings.kafka.topic_prefix}items", items))
-        asyncio.run(_produce(sub.settings, f"{sub.settings.kafka.topic_prefix}behavior", behaviour))
 
-    results: dict[str, Any] = {"events": len(evs), "profiled": profile}
+    def prepare(subs: list[Subject]) -> None:
+        for sub in subs:
+            asyncio.run(create_topics(sub.settings))
+            if sub.is_bare:  # its table's changelog, before the app looks for it
+                asyncio.run(create_changelogs(sub.settings, [sub.output_topic]))
+            asyncio.run(_produce(sub.settings, f"{sub.settings.kafka.topic_prefix}items", items))
+            asyncio.run(
+                _produce(sub.settings, f"{sub.settings.kafka.topic_prefix}behavior", behaviour)
+            )
+
+    results: dict[str, Any] = {"events": len(evs), "profiled": profile, "rounds": rounds}
+    drains: dict[str, list[dict[str, Any]]] = {s.name: [] for s in subjects}
     per: dict[str, dict[str, Any]] = {}
     try:
-        for sub in [*pipelines, bare, *([scaled] if scaled else [])]:
-            console.print(f"[bold]{sub.name}[/bold]: draining {len(evs)} events…")
-            svg = out.with_name(f"{out.stem}-{sub.name}.svg") if profile and sub in pipelines \
-                else None  # fmt: skip
-            per[sub.name] = _drain(sub, len(evs), work, svg)
-        bare_rate = per["bare"]["events_per_s"]
+        for r, subs in enumerate(lineups):  # the subjects take turns, round after round
+            prepare(subs)
+            for sub in subs:
+                console.print(
+                    f"[bold]{sub.name}[/bold]: draining {len(evs)} events (round {r + 1}/{rounds})…"
+                )
+                profiled = profile and r == 0 and not sub.is_bare and sub is not scaled
+                svg = out.with_name(f"{out.stem}-{sub.name}.svg") if profiled else None
+                drains[sub.name].append(_drain(sub, len(evs), work, svg))
+        per = {name: combine_rounds(ds) for name, ds in drains.items()}
         for sub in pipelines:
-            per[sub.name]["throughput_ratio_to_bare"] = per[sub.name]["events_per_s"] / bare_rate
+            ratios = [
+                d["events_per_s"] / b["events_per_s"]
+                for d, b in zip(drains[sub.name], drains[bare.name], strict=True)
+            ]
+            per[sub.name]["throughput_ratio_to_bare_rounds"] = ratios
+            per[sub.name]["throughput_ratio_to_bare"] = statistics.median(ratios)
         pool_n = len(lat_pool)
         for sub in [*pipelines, *([scaled] if scaled else [])]:
             one = per["fallback" if sub is scaled else sub.name]
@@ -499,8 +584,9 @@ def run(
                 and sub in pipelines else None  # fmt: skip
             per[sub.name].update(_latency(sub, lat_pool[:n_lat], offered, work, svg))
         if scaled is not None:
-            per[scaled.name]["throughput_ratio_to_one_worker"] = (
-                per[scaled.name]["events_per_s"] / per["fallback"]["events_per_s"]
+            per[scaled.name]["throughput_ratio_to_one_worker"] = statistics.median(
+                d["events_per_s"] / f["events_per_s"]
+                for d, f in zip(drains[scaled.name], drains["fallback"], strict=True)
             )
     finally:
         # the subjects' topics and their groups' changelog/assignor topics (named by app id)
@@ -529,9 +615,21 @@ def run(
     return results
 
 
+def combine_rounds(drains: list[dict[str, Any]]) -> dict[str, Any]:
+    """One subject's drains, round after round: its events/s is the median of the rounds' (each
+    round's figure is kept); the stage costs and flame graph are the first round's."""
+    out = dict(drains[0])
+    rates = [d["events_per_s"] for d in drains]
+    out["events_per_s"] = statistics.median(rates)
+    out["events_per_s_rounds"] = rates
+    return out
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.2f}"
+    if isinstance(v, list):
+        return " ".join(_fmt(x) for x in v)
     return "" if v is None else str(v)
 
 
@@ -542,7 +640,8 @@ def _print(results: dict[str, Any], per: dict[str, dict[str, Any]]) -> None:
     for n in names:
         t.add_column(n, justify="right")
     rows = [
-        "events_per_s", "throughput_ratio_to_bare", "throughput_ratio_to_one_worker",
+        "events_per_s", "events_per_s_rounds", "throughput_ratio_to_bare",
+        "throughput_ratio_to_bare_rounds", "throughput_ratio_to_one_worker",
         "offered_events_per_s", "latency_events", "latency_redelivered_earlier_events",
         "latency_p50_ms", "latency_p95_ms",
         "latency_p99_ms", "latency_cpu_us_per_event",

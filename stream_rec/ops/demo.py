@@ -520,6 +520,7 @@ class Show:
         figures["model"] = None if self.swap is None else {
             "version": self.swap[0], "serving_from_s": round(self.swap[1], 2)}  # fmt: skip
         figures["unanswered"] = self.n_sent - self.received
+        figures["worker_gc_pauses"] = self.worker_gc_pauses()
         figures["timeline"] = {"columns": ["s_into_live_phase", "latency_s", "scorer",
                                            "to_emitted_s"],
                                "rows": self.timeline}  # fmt: skip
@@ -538,6 +539,28 @@ class Show:
             console.print(f"[red]{self.n_sent - self.received} events got no answer[/red]")
             return False
         return True
+
+    def worker_gc_pauses(self) -> dict[str, dict[str, float]] | None:
+        """The worker's garbage-collector pauses over its life (None if it does not answer)."""
+        from stream_rec.metrics import gc_pauses
+
+        url = f"http://127.0.0.1:{self.settings.observability.web_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - our own worker
+                pauses = gc_pauses(r.read().decode())
+        except OSError as exc:
+            console.print(f"[yellow]no /metrics from the worker: {exc}[/yellow]")
+            return None
+        if pauses:
+            console.print(
+                "worker GC pauses: "
+                + ", ".join(
+                    f"generation {g} {p['count']:.0f} ({p['seconds'] * 1000:.0f} ms in all, "
+                    f"{p['over_50ms']:.0f} over 50 ms)"
+                    for g, p in sorted(pauses.items())
+                )
+            )
+        return pauses
 
 
 def _title(item: Any) -> str:

@@ -4,6 +4,7 @@ stream_rec.core.context, stream_rec.serving.fallback)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -202,6 +203,35 @@ def test_fallback_vectorised_ranking_is_the_per_candidate_one(
     assert checked > 2000
 
 
+def test_bench_rounds_give_the_median_and_keep_every_round() -> None:
+    from stream_rec.bench.pipeline import combine_rounds
+
+    first = {"events_per_s": 900.0, "records": 20000, "stages_us": {"score": 1.0}}
+    got = combine_rounds([first, {"events_per_s": 1500.0}, {"events_per_s": 1100.0}])
+    assert got["events_per_s"] == 1100.0
+    assert got["events_per_s_rounds"] == [900.0, 1500.0, 1100.0]
+    assert got["stages_us"] == {"score": 1.0}  # the first round's
+    assert first["events_per_s"] == 900.0  # not changed in place
+    assert combine_rounds([{"events_per_s": 2.0}, {"events_per_s": 4.0}])["events_per_s"] == 3.0
+
+
+def test_bench_finds_the_local_broker_it_measures_only(tmp_path: Path) -> None:
+    import os
+
+    from stream_rec.bench.pipeline import local_broker_pid
+    from stream_rec.ops.broker import LocalBroker
+    from stream_rec.settings import load_settings
+
+    local = load_settings(bootstrap_servers="127.0.0.1:19555", home=tmp_path)
+    assert local_broker_pid(local) is None  # not started
+    pid_file = LocalBroker(home=tmp_path, port=19555).pid_file
+    pid_file.parent.mkdir(parents=True)
+    pid_file.write_text(str(os.getpid()))  # a live process stands in for the broker's JVM
+    assert local_broker_pid(local) == os.getpid()
+    remote = load_settings(bootstrap_servers="kafka.example:19555", home=tmp_path)
+    assert local_broker_pid(remote) is None  # another machine's broker: its CPU is not ours
+
+
 def test_bench_cpu_seconds_counts_this_process_work() -> None:
     import os
     import time
@@ -242,3 +272,53 @@ def test_fallback_ranking_and_head_kept_as_counts_grow() -> None:
         m = math.ceil(0.2 * len(ids))
         head = {ids[r] for r in want[:m] if counts.get(ids[r], 0) > 0}
         assert {ids[r] for r in np.flatnonzero(s._head)} == head
+
+
+def test_gc_pauses_are_timed_per_generation_until_closed() -> None:
+    import gc
+
+    from stream_rec.metrics import Metrics
+
+    m = Metrics()
+
+    def count(generation: str) -> float:
+        return (
+            m.registry.get_sample_value(
+                "stream_rec_gc_pause_seconds_count", {"generation": generation}
+            )
+            or 0.0
+        )
+
+    watch = m.watch_gc()
+    try:
+        gc.collect(2)
+        gc.collect(0)
+        assert count("2") >= 1
+        assert count("0") >= 1
+        seconds = m.registry.get_sample_value(
+            "stream_rec_gc_pause_seconds_sum", {"generation": "2"}
+        )
+        assert seconds is not None and seconds > 0
+    finally:
+        watch.close()
+    before = count("2")
+    gc.collect(2)
+    assert count("2") == before  # closed: not observed any more
+
+
+def test_gc_pauses_read_from_a_workers_metrics() -> None:
+    from prometheus_client import generate_latest
+
+    from stream_rec.metrics import Metrics, gc_pauses
+
+    m = Metrics()
+    for s in (0.0002, 0.003, 0.08, 0.3):
+        m.gc_pause_seconds.labels(generation="2").observe(s)
+    m.gc_pause_seconds.labels(generation="0").observe(0.0001)
+    got = gc_pauses(generate_latest(m.registry).decode())
+    assert got["2"]["count"] == 4
+    assert got["2"]["seconds"] == pytest.approx(0.3832)
+    assert got["2"]["over_50ms"] == 2
+    assert got["0"] == {"count": 1, "seconds": pytest.approx(0.0001), "over_50ms": 0}
+    assert "1" not in got  # no collection of it observed (no watch made its series)
+    assert gc_pauses("") == {}

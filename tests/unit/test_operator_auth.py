@@ -223,6 +223,7 @@ def test_unusable_token_stops_the_start_without_printing_it(value: str) -> None:
 # can carry a user or an item.
 OPEN_LABELS = {
     "topic", "event", "reason", "label", "matched", "version", "partition", "outcome", "stage",
+    "generation",  # the garbage collector's (0, 1, 2)
 }  # fmt: skip
 
 
