@@ -7,9 +7,14 @@ figure on a dashboard leads straight to the code that produced it.
 from __future__ import annotations
 
 import gc
+import logging
+import math
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+log = logging.getLogger(__name__)
 
 # Stages of one event in ``score_behavior`` (``stream_rec_stage_seconds_total{stage}``); what
 # each covers is listed in :mod:`stream_rec.bench.pipeline`, which reads them under ``--profile``.
@@ -25,6 +30,7 @@ STAGES = (
     "shadow",
 )
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_GC_LOG_S = 0.05  # a collection at least this long is logged too
 _GC_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
@@ -149,8 +155,12 @@ class GcWatch:
         if phase == "start":
             self._t = time.perf_counter()
         elif self._t:
-            self._children[min(info["generation"], 2)].observe(time.perf_counter() - self._t)
+            took = time.perf_counter() - self._t
+            self._children[min(info["generation"], 2)].observe(took)
             self._t = 0.0
+            if took >= _GC_LOG_S:
+                log.info("garbage collection (generation %d) took %.0f ms: every thread "
+                         "waited", info["generation"], 1000 * took)  # fmt: skip
 
     def close(self) -> None:
         if self._on_gc in gc.callbacks:
@@ -179,13 +189,13 @@ class StageClock:
                 self._acc[stage] = 0.0
 
 
-def gc_pauses(metrics_text: str, over_s: float = 0.05) -> dict[str, dict[str, float]]:
+def gc_pauses(metrics_text: str, over_s: float = 0.05) -> dict[str, dict[str, Any]]:
     """A worker's garbage-collector pauses from its ``/metrics`` text: per generation the
     number of collections, their seconds in all, and how many took longer than ``over_s`` (a
-    histogram bucket bound)."""
+    histogram bucket bound), and the cumulative bucket counts (``up_to_s``: bound → count)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for fam in text_string_to_metric_families(metrics_text):
         if fam.name != "stream_rec_gc_pause_seconds":
             continue
@@ -195,8 +205,12 @@ def gc_pauses(metrics_text: str, over_s: float = 0.05) -> dict[str, dict[str, fl
                 g["count"] = smp.value
             elif smp.name.endswith("_sum"):
                 g["seconds"] = smp.value
-            elif smp.name.endswith("_bucket") and float(smp.labels["le"]) == over_s:
-                g["within"] = smp.value
+            elif smp.name.endswith("_bucket"):
+                le = float(smp.labels["le"])
+                if le == over_s:
+                    g["within"] = smp.value
+                if math.isfinite(le):
+                    g.setdefault("up_to_s", {})[f"{le:g}"] = smp.value
     for g in out.values():
         g[f"over_{over_s * 1000:g}ms"] = g.get("count", 0.0) - g.pop("within", 0.0)
     return out

@@ -207,6 +207,13 @@ class ServingSettings(_Group, frozen=True):
         description="Micro-batches predicted to score within this many ms score on the event "
         "loop; larger ones in the scoring thread (0 = always the thread).",
     )
+    gc_freeze: bool = Field(
+        default=True,
+        description="Once a worker's catalogue is loaded (before it takes partitions), move "
+        "every object it holds then (code, scorer, catalogue) out of the cyclic garbage "
+        "collector's reach (gc.freeze()): later full collections, which stop the event loop, "
+        "scan only what came after (stream_rec_gc_pause_seconds; docs/hot-path.md).",
+    )
     top_k: int = Field(default=10, ge=1, le=1000, description="Items per recommendation.")
     session_length: int = Field(
         default=50, ge=1, le=10000, description="Recent items kept per user."

@@ -11,6 +11,7 @@ caught up: a worker never scores against a catalogue it has not loaded yet.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -88,6 +89,10 @@ async def replicate_catalog(
     def caught_up() -> None:
         pipeline.catalog_caught_up = True
         log.info("catalogue loaded: %d items", pipeline.catalog_size)
+        if pipeline.settings.serving.gc_freeze:
+            gc.collect()  # what is garbage now is not kept for ever
+            gc.freeze()
+            log.info("%d objects of the started worker frozen (gc.freeze)", gc.get_freeze_count())
         if on_loaded is not None:
             on_loaded()
 

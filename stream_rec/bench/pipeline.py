@@ -442,7 +442,7 @@ def _latency(
 ) -> dict[str, Any]:
     w = _Workers(subject, work, "latency")
     stages: dict[str, float] = {}
-    pauses: dict[str, dict[str, float]] = {}
+    pauses: dict[str, dict[str, Any]] = {}
     spy = None
     try:
         w.wait_ready()

@@ -22,6 +22,7 @@ fallback and of those answered by the model, on the same replay. Then stops what
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import shutil
@@ -334,6 +335,19 @@ class Show:
         self.swap: tuple[str, float] | None = None  # (version, seconds after the history)
         self.history_done_at: float | None = None
         self.t0 = time.monotonic()
+        # this process's own full collections (generation 2): (s into the live phase, s long)
+        self.own_gc: list[tuple[float, float]] = []
+        self._gc_start = 0.0
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] < 2:
+            return
+        now = time.monotonic()
+        if phase == "start":
+            self._gc_start = now
+        elif self._gc_start:
+            at = self._gc_start - (self.history_done_at or self.t0)
+            self.own_gc.append((round(at, 3), round(now - self._gc_start, 4)))
 
     def on_send(self, x: Any, ts: float) -> None:
         self.sent_log.append((x.user_id, x.item_id, x.event, ts))
@@ -427,6 +441,7 @@ class Show:
         task = asyncio.create_task(
             replay(self.settings, self.ds, events=self.history_events, on_send=self.on_send)
         )
+        gc.callbacks.append(self._on_gc)
         try:
             with Live(self.render(), console=console, refresh_per_second=4) as live:
                 await self._follow(
@@ -451,6 +466,7 @@ class Show:
                 while self.received < self.n_sent and time.monotonic() < deadline:
                     await self._poll(consumer, live)
         finally:
+            gc.callbacks.remove(self._on_gc)
             await consumer.stop()
             if not task.done():
                 task.cancel()
@@ -521,6 +537,8 @@ class Show:
             "version": self.swap[0], "serving_from_s": round(self.swap[1], 2)}  # fmt: skip
         figures["unanswered"] = self.n_sent - self.received
         figures["worker_gc_pauses"] = self.worker_gc_pauses()
+        figures["demo_gc_pauses"] = {"columns": ["s_into_live_phase", "seconds"],
+                                     "rows": self.own_gc}  # fmt: skip
         figures["timeline"] = {"columns": ["s_into_live_phase", "latency_s", "scorer",
                                            "to_emitted_s"],
                                "rows": self.timeline}  # fmt: skip
@@ -540,7 +558,7 @@ class Show:
             return False
         return True
 
-    def worker_gc_pauses(self) -> dict[str, dict[str, float]] | None:
+    def worker_gc_pauses(self) -> dict[str, dict[str, Any]] | None:
         """The worker's garbage-collector pauses over its life (None if it does not answer)."""
         from stream_rec.metrics import gc_pauses
 

@@ -48,6 +48,22 @@ class TopicSizes:
     items: int  # messages in the items topic's log (an upper bound of the catalogue size)
 
 
+def prewarm() -> None:
+    """Import what a training run needs (torch, transformers, peft, the model pipeline) now.
+
+    The first bootstrap starts the moment enough events have come, while the workers serve
+    beside the trainer on the same machine (in the demo: the first second of its live phase);
+    importing these then costs seconds of CPU and most of a gigabyte of memory faulted in at
+    once (``python -c "import torch, transformers, peft; from transformers import AutoModel"``).
+    At the trainer's start that work is out of the way of every later run."""
+    import peft  # noqa: F401
+    import torch  # noqa: F401
+    from transformers import AutoModel, AutoTokenizer  # noqa: F401 - resolves its lazy modules
+
+    from stream_rec.data import sources  # noqa: F401
+    from stream_rec.model import pipeline  # noqa: F401
+
+
 def read_state(root: Path) -> dict[str, Any] | None:
     path = Path(root) / STATE_FILE
     try:

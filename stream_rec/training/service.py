@@ -351,6 +351,9 @@ async def run_trainer(settings: Settings, *, once: bool = False, full_poll_s: fl
         raise ConfigError(msg)
     root = Path(settings.model.model_path)
     root.mkdir(parents=True, exist_ok=True)
+    from stream_rec.training.full import prewarm
+
+    prewarm()  # seconds of imports now, not when the first bootstrap starts beside serving
     topics = Topics(settings.kafka.topic_prefix)
     metrics = TrainerMetrics()
     if settings.observability.web_port:
