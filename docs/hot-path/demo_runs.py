@@ -18,7 +18,17 @@ from typing import Any
 
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in report.items() if k != "timeline"}
+    """The run's figures without the per-event timeline, plus where its slow events were: how
+    many live events took over 100 ms and between which seconds of the live phase."""
+    out = {k: v for k, v in report.items() if k != "timeline"}
+    if "timeline" in report:
+        slow = [r[0] for r in report["timeline"]["rows"] if r[1] > 0.1]
+        out["over_100ms"] = {
+            "n": len(slow),
+            "from_s": round(min(slow), 2) if slow else None,
+            "to_s": round(max(slow), 2) if slow else None,
+        }
+    return out
 
 
 def row(name: str, r: dict[str, Any]) -> str:
@@ -33,8 +43,16 @@ def row(name: str, r: dict[str, Any]) -> str:
     return (
         f"| {name} | {lat['all']['n']:,} | {p('all', 'p50')} / {p('all', 'p95')} / "
         f"{p('all', 'p99')} | {p('fallback', 'p99')} | {p('model', 'p99')} | "
-        f"{'–' if since is None else f'{since:.0f} s'} | {gc(r)} |"
+        f"{'–' if since is None else f'{since:.0f} s'} | {slow(r)} | {gc(r)} |"
     )
+
+
+def slow(r: dict[str, Any]) -> str:
+    """Live events over 100 ms, and the seconds of the live phase they were answered in."""
+    s = r.get("over_100ms")
+    if s is None:
+        return "–"
+    return f"{s['n']} ({s['from_s']}–{s['to_s']} s)" if s["n"] else "0"
 
 
 def gc(r: dict[str, Any]) -> str:
@@ -58,8 +76,8 @@ def main() -> None:
     for path in args.reports:
         runs[path.parent.name] = summary(json.loads(path.read_text()))
     print("| run | live events | p50 / p95 / p99 ms, all live | fallback period p99 | "
-          "model period p99 | model from | worker's full GCs |")  # fmt: skip
-    print("|---|---:|---|---:|---:|---|---|")
+          "model period p99 | model from | live events > 100 ms | worker's full GCs |")  # fmt: skip
+    print("|---|---:|---|---:|---:|---|---|---|")
     for name, r in runs.items():
         print(row(name, r))
     if args.save:
