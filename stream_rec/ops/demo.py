@@ -337,6 +337,10 @@ class Show:
         self.t0 = time.monotonic()
         # this process's own full collections (generation 2): (s into the live phase, s long)
         self.own_gc: list[tuple[float, float]] = []
+        # this process's own stalls over 20 ms, live phase: its event loop late by so much
+        # (s into the live phase, s late), and sends that took so long (s into it, s)
+        self.loop_late: list[tuple[float, float]] = []
+        self.slow_sends: list[tuple[float, float]] = []
         self._gc_start = 0.0
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
@@ -349,7 +353,20 @@ class Show:
             at = self._gc_start - (self.history_done_at or self.t0)
             self.own_gc.append((round(at, 3), round(now - self._gc_start, 4)))
 
+    async def _watch_loop(self) -> None:
+        """Record when this process's event loop wakes up over 20 ms late (the events it
+        stamps wait meanwhile, and the answers it times look slower)."""
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(0.05)  # 20 wake-ups a second: next to nothing beside the worker
+            late = time.monotonic() - t - 0.05
+            if late > 0.02 and self.history_done_at is not None:
+                self.loop_late.append((round(t - self.history_done_at, 3), round(late, 4)))
+
     def on_send(self, x: Any, ts: float) -> None:
+        took = time.time() - ts
+        if took > 0.02 and self.history_done_at is not None:
+            self.slow_sends.append((round(time.monotonic() - self.history_done_at, 3), took))
         self.sent_log.append((x.user_id, x.item_id, x.event, ts))
         n = self.count.get(x.user_id, 0)
         self.count[x.user_id] = n + 1
@@ -442,6 +459,7 @@ class Show:
             replay(self.settings, self.ds, events=self.history_events, on_send=self.on_send)
         )
         gc.callbacks.append(self._on_gc)
+        watch = asyncio.create_task(self._watch_loop())
         try:
             with Live(self.render(), console=console, refresh_per_second=4) as live:
                 await self._follow(
@@ -466,6 +484,7 @@ class Show:
                 while self.received < self.n_sent and time.monotonic() < deadline:
                     await self._poll(consumer, live)
         finally:
+            watch.cancel()
             gc.callbacks.remove(self._on_gc)
             await consumer.stop()
             if not task.done():
@@ -539,6 +558,10 @@ class Show:
         figures["worker_gc_pauses"] = self.worker_gc_pauses()
         figures["demo_gc_pauses"] = {"columns": ["s_into_live_phase", "seconds"],
                                      "rows": self.own_gc}  # fmt: skip
+        figures["demo_loop_late"] = {"columns": ["s_into_live_phase", "seconds_late"],
+                                     "rows": self.loop_late}  # fmt: skip
+        figures["demo_slow_sends"] = {"columns": ["s_into_live_phase", "seconds"],
+                                      "rows": self.slow_sends}  # fmt: skip
         figures["timeline"] = {"columns": ["s_into_live_phase", "latency_s", "scorer",
                                            "to_emitted_s"],
                                "rows": self.timeline}  # fmt: skip
