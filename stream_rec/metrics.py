@@ -10,6 +10,7 @@ import gc
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -133,9 +134,17 @@ class Metrics:
         )  # fmt: skip
 
     def watch_gc(self) -> GcWatch:
-        """Time every collection of the cyclic garbage collector into ``gc_pause_seconds``
-        (until :meth:`GcWatch.close`)."""
-        return GcWatch(self.gc_pause_seconds)
+        """Time every collection of the cyclic garbage collector into ``gc_pause_seconds``,
+        logging those of ``_GC_LOG_S`` or more (until :meth:`GcWatch.close`)."""
+        children = [self.gc_pause_seconds.labels(generation=str(g)) for g in range(3)]
+
+        def on_pause(generation: int, took: float) -> None:
+            children[min(generation, 2)].observe(took)
+            if took >= _GC_LOG_S:
+                log.info("garbage collection (generation %d) took %.0f ms: every thread "
+                         "waited", generation, 1000 * took)  # fmt: skip
+
+        return GcWatch(on_pause)
 
     def set_model(self, version: str) -> None:
         self.model_info.clear()
@@ -144,10 +153,11 @@ class Metrics:
 
 
 class GcWatch:
-    """A ``gc.callbacks`` hook timing each collection (two ``perf_counter`` calls per one)."""
+    """A ``gc.callbacks`` hook timing each collection (two ``perf_counter`` calls per one):
+    ``on_pause(generation, seconds)`` once each has ended."""
 
-    def __init__(self, hist: Histogram) -> None:
-        self._children = [hist.labels(generation=str(g)) for g in range(3)]
+    def __init__(self, on_pause: Callable[[int, float], None]) -> None:
+        self._on_pause = on_pause
         self._t = 0.0
         gc.callbacks.append(self._on_gc)
 
@@ -156,11 +166,8 @@ class GcWatch:
             self._t = time.perf_counter()
         elif self._t:
             took = time.perf_counter() - self._t
-            self._children[min(info["generation"], 2)].observe(took)
             self._t = 0.0
-            if took >= _GC_LOG_S:
-                log.info("garbage collection (generation %d) took %.0f ms: every thread "
-                         "waited", info["generation"], 1000 * took)  # fmt: skip
+            self._on_pause(info["generation"], took)
 
     def close(self) -> None:
         if self._on_gc in gc.callbacks:
@@ -189,6 +196,14 @@ class StageClock:
                 self._acc[stage] = 0.0
 
 
+def scrape_metrics(port: int) -> str:
+    """The ``/metrics`` text of the worker serving on this machine's ``port``."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:  # noqa: S310
+        return str(r.read().decode())
+
+
 def gc_pauses(metrics_text: str, over_s: float = 0.05) -> dict[str, dict[str, Any]]:
     """A worker's garbage-collector pauses from its ``/metrics`` text: per generation the
     number of collections, their seconds in all, and how many took longer than ``over_s`` (a
@@ -205,12 +220,9 @@ def gc_pauses(metrics_text: str, over_s: float = 0.05) -> dict[str, dict[str, An
                 g["count"] = smp.value
             elif smp.name.endswith("_sum"):
                 g["seconds"] = smp.value
-            elif smp.name.endswith("_bucket"):
-                le = float(smp.labels["le"])
-                if le == over_s:
-                    g["within"] = smp.value
-                if math.isfinite(le):
-                    g.setdefault("up_to_s", {})[f"{le:g}"] = smp.value
+            elif smp.name.endswith("_bucket") and math.isfinite(le := float(smp.labels["le"])):
+                g.setdefault("up_to_s", {})[f"{le:g}"] = smp.value
     for g in out.values():
-        g[f"over_{over_s * 1000:g}ms"] = g.get("count", 0.0) - g.pop("within", 0.0)
+        within = g.get("up_to_s", {}).get(f"{over_s:g}", 0.0)
+        g[f"over_{over_s * 1000:g}ms"] = g.get("count", 0.0) - within
     return out

@@ -64,7 +64,7 @@ from stream_rec.bench.report import print_and_save
 from stream_rec.client import kafka_producer
 from stream_rec.data.movielens import load_movielens
 from stream_rec.metrics import STAGES as STAGE_NAMES
-from stream_rec.metrics import gc_pauses
+from stream_rec.metrics import gc_pauses, scrape_metrics
 from stream_rec.ops.broker import LocalBroker, free_port
 from stream_rec.ops.replay import behavior_payload, item_payload, select_events
 from stream_rec.schemas import decode_output
@@ -150,11 +150,6 @@ def worker_status(port: int) -> dict[str, Any] | None:
 def _ready(port: int) -> bool:
     st = worker_status(port)
     return st is not None and bool(st["catalog_caught_up"]) and not st["rebalancing"]
-
-
-def scrape_metrics(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:  # noqa: S310
-        return str(r.read().decode())
 
 
 class WorkerProc:

@@ -22,7 +22,6 @@ fallback and of those answered by the model, on the same replay. Then stops what
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import os
 import shutil
@@ -44,6 +43,7 @@ from rich.text import Text
 
 from stream_rec.client import Recommendation, decode_recommendation
 from stream_rec.data.movielens import load_movielens
+from stream_rec.metrics import GcWatch, gc_pauses, scrape_metrics
 from stream_rec.ops.broker import BrokerError, broker_from_settings, free_port
 from stream_rec.ops.replay import replay, select_events
 from stream_rec.settings import Settings
@@ -341,17 +341,11 @@ class Show:
         # (s into the live phase, s late), and sends that took so long (s into it, s)
         self.loop_late: list[tuple[float, float]] = []
         self.slow_sends: list[tuple[float, float]] = []
-        self._gc_start = 0.0
 
-    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
-        if info["generation"] < 2:
-            return
-        now = time.monotonic()
-        if phase == "start":
-            self._gc_start = now
-        elif self._gc_start:
-            at = self._gc_start - (self.history_done_at or self.t0)
-            self.own_gc.append((round(at, 3), round(now - self._gc_start, 4)))
+    def _on_gc(self, generation: int, took: float) -> None:
+        if generation == 2:
+            at = time.monotonic() - took - (self.history_done_at or self.t0)
+            self.own_gc.append((round(at, 3), round(took, 4)))
 
     async def _watch_loop(self) -> None:
         """Record when this process's event loop wakes up over 20 ms late (the events it
@@ -458,7 +452,7 @@ class Show:
         task = asyncio.create_task(
             replay(self.settings, self.ds, events=self.history_events, on_send=self.on_send)
         )
-        gc.callbacks.append(self._on_gc)
+        own_gc = GcWatch(self._on_gc)
         watch = asyncio.create_task(self._watch_loop())
         try:
             with Live(self.render(), console=console, refresh_per_second=4) as live:
@@ -485,7 +479,7 @@ class Show:
                     await self._poll(consumer, live)
         finally:
             watch.cancel()
-            gc.callbacks.remove(self._on_gc)
+            own_gc.close()
             await consumer.stop()
             if not task.done():
                 task.cancel()
@@ -583,12 +577,8 @@ class Show:
 
     def worker_gc_pauses(self) -> dict[str, dict[str, Any]] | None:
         """The worker's garbage-collector pauses over its life (None if it does not answer)."""
-        from stream_rec.metrics import gc_pauses
-
-        url = f"http://127.0.0.1:{self.settings.observability.web_port}/metrics"
         try:
-            with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - our own worker
-                pauses = gc_pauses(r.read().decode())
+            pauses = gc_pauses(scrape_metrics(self.settings.observability.web_port))
         except OSError as exc:
             console.print(f"[yellow]no /metrics from the worker: {exc}[/yellow]")
             return None
