@@ -143,6 +143,7 @@ class StreamRecApp(faust.App):
     """
 
     shutdown_timeout_s: float = 30.0
+    fetch_max_wait_ms: int | None = None  # the consumer's, set from the settings (compat)
     _stop_deadline: threading.Timer | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -315,6 +316,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
     compat.apply()
     app = StreamRecApp(settings.kafka.app_id, **faust_config(settings))
     app.shutdown_timeout_s = settings.serving.shutdown_timeout_s
+    app.fetch_max_wait_ms = settings.kafka.fetch_max_wait_ms  # compat._bounded_fetch_wait
     if getattr(app.conf, "web_tables_enabled", True):  # a Faust without the setting (< 0.15)
         msg = "this Faust serves table contents at /table/...: faust-streaming>=0.15 is needed"
         raise RuntimeError(msg)

@@ -61,6 +61,7 @@ def apply() -> None:
     _stop_when_fenced()
     _fetch_committed_offsets_at_once()
     _accept_a_static_members_earlier_url()
+    _bounded_fetch_wait()
 
 
 def _back_off_failed_metadata_updates() -> None:
@@ -229,6 +230,23 @@ def _rewind_partitions_without_a_commit() -> None:
     ThreadDelegateConsumer._stream_rec_rewind_guard = True  # type: ignore[attr-defined]
 
 
+class LivePartitions:
+    """Faust's live set of active partitions as the consumer thread reads it: each membership
+    test reads the set as it is now, and an empty set is never "every partition" (always true).
+    """
+
+    __slots__ = ("_tps",)
+
+    def __init__(self, tps: Any) -> None:
+        self._tps = tps
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __contains__(self, tp: object) -> bool:
+        return tp in self._tps  # one C-level lookup; the main loop changes the set meanwhile
+
+
 def _fetch_nothing_for_no_partitions() -> None:
     """Ask the client for the records of the partitions Faust fetches *now*, and none for none.
 
@@ -238,8 +256,15 @@ def _fetch_nothing_for_no_partitions() -> None:
     returns the records of partitions Faust had just paused; Faust drops them (flow stopped)
     and relies on the seek to committed offsets to read them again
     (:func:`_rewind_partitions_without_a_commit` makes that seek cover every partition). Here
-    the thread works on a copy taken when it starts, and an empty copy fetches nothing. The
-    survivor of ``test_survivor_takes_over_a_killed_workers_partitions``, instrumented, drained
+    the thread gets a :class:`LivePartitions` view of the set: an empty set at the start
+    fetches nothing, one emptied during the wait returns nothing, and a partition Faust
+    resumes during the wait (its stream's buffer drained) has its records returned as soon as
+    they come. (A first version handed the thread a copy taken at the start: a partition
+    resumed during a wait then kept its new records in the client until the wait's timeout,
+    up to Faust's 1 s, and the client sends no fetch to a broker while a partition's records
+    wait to be taken; the demo's first live events waited 0.2-0.5 s in 13 of 26 runs,
+    docs/hot-path.md, round six.) The survivor of
+    ``test_survivor_takes_over_a_killed_workers_partitions``, instrumented, drained
     the whole backlog of the two partitions it took over with flow stopped and the partitions
     paused, just before its recovery, and never processed it; whether the set was empty or
     changed during the wait was not recorded, so this correction narrows the window and
@@ -260,10 +285,10 @@ def _fetch_nothing_for_no_partitions() -> None:
         timeout: float | None = None,
         max_records: int | None = None,
     ) -> Any:
-        wanted = set(active_partitions)  # one C-level copy: the main loop changes the original
-        if not wanted:
+        if not active_partitions:
             return {}
-        return await original(self, consumer, wanted, timeout=timeout, max_records=max_records)
+        live = LivePartitions(active_partitions)
+        return await original(self, consumer, live, timeout=timeout, max_records=max_records)  # type: ignore[arg-type]
 
     AIOKafkaConsumerThread._fetch_records = _fetch_records  # type: ignore[method-assign]
     AIOKafkaConsumerThread._stream_rec_fetch_guard = True  # type: ignore[attr-defined]
@@ -455,3 +480,35 @@ def _accept_a_static_members_earlier_url() -> None:
 
     PartitionAssignor.on_assignment = on_assignment  # type: ignore[method-assign]
     PartitionAssignor._stream_rec_url_guard = True
+
+
+def _bounded_fetch_wait() -> None:
+    """Create the worker's consumer with the app's ``fetch_max_wait_ms``, not Faust's 1500 ms.
+
+    aiokafka's fetcher keeps one fetch per broker in flight and leaves out of a fetch every
+    partition whose fetched records the application has not taken yet (after waiting up to
+    its ``prefetch_backoff``, 100 ms, for them to be taken). Such a fetch asks only for the
+    other partitions and, with nothing new in them, waits at the broker for
+    ``fetch_max_wait_ms``; records arriving meanwhile in the partitions left out wait for it to
+    return, since no second fetch goes to that broker. Traced in the demo (docs/hot-path.md,
+    round six): a live event's partition fetched again only when such a fetch returned, 100 ms
+    later. The setting bounds that wait; an idle worker then fetches every
+    ``fetch_max_wait_ms`` instead of every 1.5 s. A Faust app without the attribute keeps
+    Faust's value (the bench's bare agent sets it too).
+    Upstream: Faust passes ``fetch_max_wait_ms=1500`` and has no setting for it.
+    """
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    if getattr(AIOKafkaConsumerThread, "_stream_rec_fetch_wait", False):
+        return
+    original = AIOKafkaConsumerThread._create_worker_consumer
+
+    def _create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
+        if wait_ms is not None:
+            consumer._fetch_max_wait_ms = int(wait_ms)  # read when the consumer starts
+        return consumer
+
+    AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
+    AIOKafkaConsumerThread._stream_rec_fetch_wait = True  # type: ignore[attr-defined]

@@ -73,6 +73,15 @@ class KafkaSettings(_Group, frozen=True):
         default="stream-rec",
         description="Faust application id = Kafka consumer group of the workers.",
     )
+    fetch_max_wait_ms: int = Field(
+        default=100,
+        ge=1,
+        le=60_000,
+        description="Longest a worker's fetch waits at the broker for records (Faust fixes "
+        "1500). Its consumer has one fetch in flight per broker, and a fetch sent while other "
+        "partitions' records were still being processed leaves those partitions out: their new "
+        "records wait until it returns (docs/hot-path.md, round six).",
+    )
     static_membership: bool = Field(
         default=True,
         description="Join the consumer group as a static member (Kafka group.instance.id, "

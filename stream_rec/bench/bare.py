@@ -20,6 +20,7 @@ def create_bare_app(settings: Settings) -> faust.App:
 
     compat.apply()  # the same Faust behaviour as the pipeline's workers
     app = faust.App(f"{settings.kafka.app_id}-bare", **faust_config(settings))
+    app.fetch_max_wait_ms = settings.kafka.fetch_max_wait_ms  # type: ignore[attr-defined]  # as the workers
     topic = app.topic(
         f"{settings.kafka.topic_prefix}behavior",
         key_serializer="raw",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
@@ -145,15 +146,37 @@ async def test_no_rewind_where_the_group_starts_reading_at_the_end() -> None:
     assert c.sought == {}
 
 
-class FakeFetcher:
+class WaitingFetcher:
+    """aiokafka's ``Fetcher.fetched_records`` rule: the records of ``tp`` are taken when
+    ``partitions and tp in partitions`` (an empty set: every partition), else it waits for the
+    next fetch's records or the timeout."""
+
     def __init__(self) -> None:
-        self.asked: list[set[TP]] = []
+        self.records: dict[TP, list[int]] = {}
+        self.came = asyncio.Event()
+        self.asked = 0
         self._closed = False
         self._subscriptions = SimpleNamespace(fetch_context=lambda: _null_context())
 
-    async def fetched_records(self, partitions: set[TP], **_: Any) -> dict[TP, list[int]]:
-        self.asked.append(partitions)
-        return {tp: [1] for tp in partitions}
+    async def fetched_records(self, partitions: Any, timeout: float = 0, **_: Any) -> Any:
+        self.asked += 1
+        while True:
+            drained = {
+                tp: r for tp, r in self.records.items() if not partitions or tp in partitions
+            }
+            if drained:
+                for tp in drained:
+                    del self.records[tp]
+                return drained
+            self.came.clear()
+            try:
+                await asyncio.wait_for(self.came.wait(), timeout)
+            except TimeoutError:
+                return {}
+
+    def fetched(self, tp: TP, records: list[int]) -> None:
+        self.records[tp] = records
+        self.came.set()
 
 
 class _null_context:  # noqa: N801 - used like contextlib.nullcontext
@@ -164,19 +187,43 @@ class _null_context:  # noqa: N801 - used like contextlib.nullcontext
         return None
 
 
-async def test_a_fetch_for_no_partitions_returns_nothing_and_others_work_on_a_copy() -> None:
+async def fetch(fetcher: WaitingFetcher, active: set[TP], timeout: float = 5.0) -> Any:
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-    fetcher = FakeFetcher()
     aio = SimpleNamespace(_fetcher=fetcher, _closed=False)
     thread = SimpleNamespace(consumer=SimpleNamespace(flow_active=True))
-    empty: set[TP] = set()
-    assert await AIOKafkaConsumerThread._fetch_records(thread, aio, empty) == {}  # type: ignore[arg-type]
-    assert fetcher.asked == []  # aiokafka reads an empty set as "every partition": never asked
-    active = {TP("t", 0)}
-    assert await AIOKafkaConsumerThread._fetch_records(thread, aio, active) == {TP("t", 0): [1]}  # type: ignore[arg-type]
-    (asked,) = fetcher.asked
-    assert asked == active and asked is not active  # the main loop may change ``active`` meanwhile
+    return await AIOKafkaConsumerThread._fetch_records(thread, aio, active, timeout=timeout)  # type: ignore[arg-type]
+
+
+async def test_a_fetch_for_no_partitions_returns_nothing() -> None:
+    fetcher = WaitingFetcher()
+    fetcher.fetched(TP("t", 0), [1])
+    assert await fetch(fetcher, set()) == {}
+    assert fetcher.asked == 0  # aiokafka reads an empty set as "every partition": never asked
+    assert await fetch(fetcher, {TP("t", 0)}) == {TP("t", 0): [1]}
+
+
+async def test_a_partition_resumed_during_the_wait_has_its_records_at_once() -> None:
+    a, b = TP("t", 0), TP("t", 1)
+    fetcher, active = WaitingFetcher(), {a}  # ``b`` paused: its stream's buffer was full
+    waiting = asyncio.create_task(fetch(fetcher, active))
+    await asyncio.sleep(0.01)
+    active.add(b)  # the main loop resumes ``b`` (Faust's on_buffer_drop) while the fetch waits
+    fetcher.fetched(b, [7])
+    started = asyncio.get_running_loop().time()
+    assert await asyncio.wait_for(waiting, 1.0) == {b: [7]}  # not after the 5 s timeout
+    assert asyncio.get_running_loop().time() - started < 1.0
+
+
+async def test_a_partition_paused_or_every_one_emptied_during_the_wait_returns_nothing() -> None:
+    a = TP("t", 0)
+    fetcher, active = WaitingFetcher(), {a}
+    waiting = asyncio.create_task(fetch(fetcher, active, timeout=0.2))
+    await asyncio.sleep(0.01)
+    active.clear()  # a rebalance pauses every partition
+    fetcher.fetched(a, [3])
+    assert await waiting == {}  # not "every partition"
+    assert fetcher.records == {a: [3]}  # left for the seek to committed offsets
 
 
 def test_the_installed_versions_are_the_tested_ones() -> None:
@@ -205,3 +252,33 @@ def test_another_version_stops_the_worker_with_what_to_do(dist: str, have: str |
 def test_a_tested_minor_passes_whatever_its_patch_level() -> None:
     compat.check_versions({d: f"{m}.99" for d, m in compat.TESTED.items()})
     compat.check_versions(dict(compat.TESTED))
+
+
+async def test_the_workers_consumer_waits_at_the_broker_as_long_as_the_app_says() -> None:
+    import faust
+
+    def worker_consumer(app: faust.App) -> Any:
+        thread = app.consumer._thread  # the AIOKafkaConsumerThread (not started: no broker)
+        return thread._create_worker_consumer(app.transport)
+
+    bounded = faust.App("compat-fetch-wait", broker="kafka://127.0.0.1:9", autodiscover=False)
+    bounded.fetch_max_wait_ms = 100  # type: ignore[attr-defined]  # as create_app sets it
+    assert worker_consumer(bounded)._fetch_max_wait_ms == 100
+    plain = faust.App("compat-fetch-faust", broker="kafka://127.0.0.1:9", autodiscover=False)
+    assert worker_consumer(plain)._fetch_max_wait_ms == 1500  # Faust's own value
+
+
+async def test_the_pipelines_consumer_takes_the_wait_from_the_settings(tmp_path: Any) -> None:
+    from stream_rec.app import create_app
+    from stream_rec.settings import load_settings
+
+    assert load_settings().kafka.fetch_max_wait_ms == 100  # the default
+    settings = load_settings(
+        fetch_max_wait_ms=20, table_store="memory://", data_dir=tmp_path / "data", app_id="cw"
+    )
+    pipeline = create_app(settings)
+    try:
+        thread = pipeline.app.consumer._thread
+        assert thread._create_worker_consumer(pipeline.app.transport)._fetch_max_wait_ms == 20
+    finally:
+        pipeline.executor.shutdown(wait=False)
