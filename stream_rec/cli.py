@@ -302,7 +302,7 @@ def replay(
     with bar("behaviour events sent", len(events)) as advance:
         stats = asyncio.run(
             do_replay(settings, ds, keep_ts=keep_ts, rate=rate, events=events,
-                      on_send=lambda x, ts: advance())
+                      on_send=lambda x, ts, delivery: advance())
         )  # fmt: skip
     console.print(
         f"replayed {stats.items} items and {stats.events} behaviour events in {stats.seconds:.1f}s"

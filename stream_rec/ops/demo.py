@@ -334,6 +334,7 @@ class Show:
         self.phase = "history"
         self.swap: tuple[str, float] | None = None  # (version, seconds after the history)
         self.history_done_at: float | None = None
+        self.live_started_unix: float | None = None  # to line the timeline up with the logs
         self.t0 = time.monotonic()
         # this process's own full collections (generation 2): (s into the live phase, s long)
         self.own_gc: list[tuple[float, float]] = []
@@ -341,6 +342,9 @@ class Show:
         # (s into the live phase, s late), and sends that took so long (s into it, s)
         self.loop_late: list[tuple[float, float]] = []
         self.slow_sends: list[tuple[float, float]] = []
+        # live events the broker acknowledged 20 ms or more after they were sent (s into the
+        # live phase, s from the send to the acknowledgement)
+        self.slow_acks: list[tuple[float, float]] = []
 
     def _on_gc(self, generation: int, took: float) -> None:
         if generation == 2:
@@ -357,15 +361,22 @@ class Show:
             if late > 0.02 and self.history_done_at is not None:
                 self.loop_late.append((round(t - self.history_done_at, 3), round(late, 4)))
 
-    def on_send(self, x: Any, ts: float) -> None:
+    def on_send(self, x: Any, ts: float, delivery: Any = None) -> None:
         took = time.time() - ts
         if took > 0.02 and self.history_done_at is not None:
             self.slow_sends.append((round(time.monotonic() - self.history_done_at, 3), took))
+        if delivery is not None and self.history_done_at is not None:
+            delivery.add_done_callback(lambda _: self._on_ack(ts))
         self.sent_log.append((x.user_id, x.item_id, x.event, ts))
         n = self.count.get(x.user_id, 0)
         self.count[x.user_id] = n + 1
         self.sent[(x.user_id, ts)] = (n, x.item_id, self.phase == "live")
         self.n_sent += 1
+
+    def _on_ack(self, ts: float) -> None:
+        took = time.time() - ts
+        if took > 0.02 and self.history_done_at is not None:
+            self.slow_acks.append((round(time.monotonic() - self.history_done_at, 3), took))
 
     def on_rec(self, rec: Recommendation, now: float) -> None:
         self.received += 1
@@ -460,6 +471,7 @@ class Show:
                     consumer, live, lambda: task.done() and self.received >= self.history
                 )
                 self.phase, self.history_done_at = "live", time.monotonic()
+                self.live_started_unix = time.time()
                 task = asyncio.create_task(
                     replay(
                         self.settings,
@@ -549,6 +561,7 @@ class Show:
         figures["model"] = None if self.swap is None else {
             "version": self.swap[0], "serving_from_s": round(self.swap[1], 2)}  # fmt: skip
         figures["unanswered"] = self.n_sent - self.received
+        figures["live_started_unix"] = self.live_started_unix
         figures["worker_gc_pauses"] = self.worker_gc_pauses()
         figures["demo_gc_pauses"] = {"columns": ["s_into_live_phase", "seconds"],
                                      "rows": self.own_gc}  # fmt: skip
@@ -556,6 +569,8 @@ class Show:
                                      "rows": self.loop_late}  # fmt: skip
         figures["demo_slow_sends"] = {"columns": ["s_into_live_phase", "seconds"],
                                       "rows": self.slow_sends}  # fmt: skip
+        figures["demo_slow_acks"] = {"columns": ["s_into_live_phase", "seconds"],
+                                     "rows": self.slow_acks}  # fmt: skip
         figures["timeline"] = {"columns": ["s_into_live_phase", "latency_s", "scorer",
                                            "to_emitted_s"],
                                "rows": self.timeline}  # fmt: skip

@@ -102,7 +102,7 @@ async def _send_paced(
             if delay > 0:
                 await asyncio.sleep(delay)
         ts = float(x.ts) if keep_ts else time.time()
-        await producer.send(topic, behavior_payload(x, ts), key=x.user_id.encode())
+        delivery = await producer.send(topic, behavior_payload(x, ts), key=x.user_id.encode())
         if callable(on_send):
-            on_send(x, ts)
+            on_send(x, ts, delivery)
         stats.events += 1
