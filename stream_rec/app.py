@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 from prometheus_client import generate_latest
@@ -143,7 +143,6 @@ class StreamRecApp(faust.App):
     """
 
     shutdown_timeout_s: float = 30.0
-    fetch_max_wait_ms: int | None = None  # the consumer's, set from the settings (compat)
     _stop_deadline: threading.Timer | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -272,6 +271,9 @@ def lock_data_dir(settings: Settings) -> Any:
     return fh
 
 
+_App = TypeVar("_App", bound=faust.App)
+
+
 def faust_config(settings: Settings) -> dict[str, Any]:
     """Faust settings of every worker (and of the benchmark's bare anchor agent)."""
     return {
@@ -309,14 +311,22 @@ def faust_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def new_faust_app(cls: type[_App], app_id: str, settings: Settings) -> _App:
+    """A Faust app configured as every worker (and the benchmark's bare anchor agent): the
+    corrections of :mod:`stream_rec.compat`, :func:`faust_config`, and the consumer's fetch wait
+    (``compat._bounded_fetch_wait`` reads it from the app)."""
+    compat.apply()
+    app = cls(app_id, **faust_config(settings))
+    app.fetch_max_wait_ms = settings.kafka.fetch_max_wait_ms  # type: ignore[attr-defined]
+    return app
+
+
 def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
     started_at = time.time()  # the process has imported its code: the worker is "up"
     settings.serving.data_dir.mkdir(parents=True, exist_ok=True)
     data_lock = lock_data_dir(settings)
-    compat.apply()
-    app = StreamRecApp(settings.kafka.app_id, **faust_config(settings))
+    app = new_faust_app(StreamRecApp, settings.kafka.app_id, settings)
     app.shutdown_timeout_s = settings.serving.shutdown_timeout_s
-    app.fetch_max_wait_ms = settings.kafka.fetch_max_wait_ms  # compat._bounded_fetch_wait
     if getattr(app.conf, "web_tables_enabled", True):  # a Faust without the setting (< 0.15)
         msg = "this Faust serves table contents at /table/...: faust-streaming>=0.15 is needed"
         raise RuntimeError(msg)

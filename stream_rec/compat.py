@@ -494,7 +494,7 @@ def _bounded_fetch_wait() -> None:
     round six): a live event's partition fetched again only when such a fetch returned, 100 ms
     later. The setting bounds that wait; an idle worker then fetches every
     ``fetch_max_wait_ms`` instead of every 1.5 s. A Faust app without the attribute keeps
-    Faust's value (the bench's bare agent sets it too).
+    Faust's value (``stream_rec.app.new_faust_app`` sets it on every app of ours).
     Upstream: Faust passes ``fetch_max_wait_ms=1500`` and has no setting for it.
     """
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread

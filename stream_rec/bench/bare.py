@@ -15,12 +15,9 @@ from stream_rec.settings import Settings, load_settings
 
 
 def create_bare_app(settings: Settings) -> faust.App:
-    from stream_rec import compat
-    from stream_rec.app import faust_config
+    from stream_rec.app import new_faust_app
 
-    compat.apply()  # the same Faust behaviour as the pipeline's workers
-    app = faust.App(f"{settings.kafka.app_id}-bare", **faust_config(settings))
-    app.fetch_max_wait_ms = settings.kafka.fetch_max_wait_ms  # type: ignore[attr-defined]  # as the workers
+    app = new_faust_app(faust.App, f"{settings.kafka.app_id}-bare", settings)  # as the workers
     topic = app.topic(
         f"{settings.kafka.topic_prefix}behavior",
         key_serializer="raw",

@@ -361,22 +361,21 @@ class Show:
             if late > 0.02 and self.history_done_at is not None:
                 self.loop_late.append((round(t - self.history_done_at, 3), round(late, 4)))
 
-    def on_send(self, x: Any, ts: float, delivery: Any = None) -> None:
+    def _late(self, rows: list[tuple[float, float]], ts: float) -> None:
+        """Into ``rows``, in the live phase: (s into it, s since ``ts``) if over 20 ms."""
         took = time.time() - ts
         if took > 0.02 and self.history_done_at is not None:
-            self.slow_sends.append((round(time.monotonic() - self.history_done_at, 3), took))
+            rows.append((round(time.monotonic() - self.history_done_at, 3), took))
+
+    def on_send(self, x: Any, ts: float, delivery: Any = None) -> None:
+        self._late(self.slow_sends, ts)
         if delivery is not None and self.history_done_at is not None:
-            delivery.add_done_callback(lambda _: self._on_ack(ts))
+            delivery.add_done_callback(lambda _: self._late(self.slow_acks, ts))
         self.sent_log.append((x.user_id, x.item_id, x.event, ts))
         n = self.count.get(x.user_id, 0)
         self.count[x.user_id] = n + 1
         self.sent[(x.user_id, ts)] = (n, x.item_id, self.phase == "live")
         self.n_sent += 1
-
-    def _on_ack(self, ts: float) -> None:
-        took = time.time() - ts
-        if took > 0.02 and self.history_done_at is not None:
-            self.slow_acks.append((round(time.monotonic() - self.history_done_at, 3), took))
 
     def on_rec(self, rec: Recommendation, now: float) -> None:
         self.received += 1

@@ -262,7 +262,7 @@ async def test_the_workers_consumer_waits_at_the_broker_as_long_as_the_app_says(
         return thread._create_worker_consumer(app.transport)
 
     bounded = faust.App("compat-fetch-wait", broker="kafka://127.0.0.1:9", autodiscover=False)
-    bounded.fetch_max_wait_ms = 100  # type: ignore[attr-defined]  # as create_app sets it
+    bounded.fetch_max_wait_ms = 100  # type: ignore[attr-defined]  # as new_faust_app sets it
     assert worker_consumer(bounded)._fetch_max_wait_ms == 100
     plain = faust.App("compat-fetch-faust", broker="kafka://127.0.0.1:9", autodiscover=False)
     assert worker_consumer(plain)._fetch_max_wait_ms == 1500  # Faust's own value
