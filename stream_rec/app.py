@@ -321,6 +321,25 @@ def new_faust_app(cls: type[_App], app_id: str, settings: Settings) -> _App:
     return app
 
 
+def faust_worker(app: faust.App, loglevel: str) -> Any:
+    """The Faust ``Worker`` that runs ``app`` (the pipeline's, the bench's bare agent's), with
+    no terminal spinner.
+
+    Faust's worker keeps its start-up spinner at the WARNING level and above, and for it sets
+    the *root logger* to DEBUG with a handler that turns every record into a spinner step;
+    the root stays at DEBUG after the start. Every ``log.debug`` of aiokafka, Faust and mode
+    then built a record (caller lookup included) for handlers that dropped it: aiokafka logs
+    per partition per fetch round. Profiled (docs/hot-path.md, round seven): with
+    ``STREAM_REC_LOG_LEVEL=warning`` a worker at 300 events/s spent about 7 % of its samples
+    building such records. Without the spinner the root logger keeps the configured level.
+    """
+    from faust.worker import Worker
+
+    worker = Worker(app, loglevel=loglevel, console_port=0)
+    worker.spinner = None  # its handler would put the root logger at DEBUG for good
+    return worker
+
+
 def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
     started_at = time.time()  # the process has imported its code: the worker is "up"
     settings.serving.data_dir.mkdir(parents=True, exist_ok=True)

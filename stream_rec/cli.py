@@ -116,9 +116,7 @@ def worker(
     data_dir: Annotated[Path | None, typer.Option(help="Tables/RocksDB folder.")] = None,
 ) -> None:
     """Run a Faust worker (several may run at once; they share the partitions)."""
-    from faust.worker import Worker
-
-    from stream_rec.app import create_app
+    from stream_rec.app import create_app, faust_worker
     from stream_rec.topics import create_topics_sync
 
     settings = _settings(web_port=web_port, data_dir=data_dir)
@@ -129,8 +127,7 @@ def worker(
         raise typer.Exit(2) from None
     create_topics_sync(settings)
     pipeline.metrics.watch_gc()  # for the life of the process
-    w = Worker(pipeline.app, loglevel=settings.observability.log_level, console_port=0)
-    w.execute_from_commandline()
+    faust_worker(pipeline.app, settings.observability.log_level).execute_from_commandline()
 
 
 @app.command()

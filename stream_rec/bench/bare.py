@@ -37,11 +37,11 @@ def create_bare_app(settings: Settings) -> faust.App:
 
 
 def main() -> None:
-    from faust.worker import Worker
+    from stream_rec.app import faust_worker
 
     settings = load_settings()
     settings.serving.data_dir.mkdir(parents=True, exist_ok=True)
-    Worker(create_bare_app(settings), loglevel="warning", console_port=0).execute_from_commandline()
+    faust_worker(create_bare_app(settings), "warning").execute_from_commandline()  # as the workers
 
 
 if __name__ == "__main__":
