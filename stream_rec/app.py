@@ -314,10 +314,11 @@ def faust_config(settings: Settings) -> dict[str, Any]:
 def new_faust_app(cls: type[_App], app_id: str, settings: Settings) -> _App:
     """A Faust app configured as every worker (and the benchmark's bare anchor agent): the
     corrections of :mod:`stream_rec.compat`, :func:`faust_config`, and the consumer's fetch wait
-    (``compat._bounded_fetch_wait`` reads it from the app)."""
+    and least fetch size (``compat._bounded_fetch_wait`` reads them from the app)."""
     compat.apply()
     app = cls(app_id, **faust_config(settings))
     app.fetch_max_wait_ms = settings.kafka.fetch_max_wait_ms  # type: ignore[attr-defined]
+    app.fetch_min_bytes = settings.kafka.fetch_min_bytes  # type: ignore[attr-defined]
     return app
 
 

@@ -496,6 +496,8 @@ def _bounded_fetch_wait() -> None:
     ``fetch_max_wait_ms`` instead of every 1.5 s. A Faust app without the attribute keeps
     Faust's value (``stream_rec.app.new_faust_app`` sets it on every app of ours).
     Upstream: Faust passes ``fetch_max_wait_ms=1500`` and has no setting for it.
+    The app's ``fetch_min_bytes`` (Kafka's fetch.min.bytes; Faust has no setting either) is
+    passed the same way.
     """
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
@@ -508,6 +510,9 @@ def _bounded_fetch_wait() -> None:
         wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
         if wait_ms is not None:
             consumer._fetch_max_wait_ms = int(wait_ms)  # read when the consumer starts
+        min_bytes = getattr(self.app, "fetch_min_bytes", None)
+        if min_bytes is not None:
+            consumer._fetch_min_bytes = int(min_bytes)  # Faust leaves aiokafka's 1
         return consumer
 
     AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]

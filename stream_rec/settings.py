@@ -82,6 +82,16 @@ class KafkaSettings(_Group, frozen=True):
         "partitions' records were still being processed leaves those partitions out: their new "
         "records wait until it returns (docs/hot-path.md, round six).",
     )
+    fetch_min_bytes: int = Field(
+        default=1,
+        ge=1,
+        le=64 * 1024 * 1024,
+        description="Least data a worker's fetch asks the broker to gather before it answers "
+        "(Kafka fetch.min.bytes), waiting at most STREAM_REC_FETCH_MAX_WAIT_MS for it. 1 = "
+        "answer with the first record. Larger values answer with fewer, fuller fetches at a "
+        "steady stream (each fetch costs the worker a hand-off from its consumer thread) at "
+        "the cost of up to FETCH_MAX_WAIT_MS more latency at low rates.",
+    )
     static_membership: bool = Field(
         default=True,
         description="Join the consumer group as a static member (Kafka group.instance.id, "

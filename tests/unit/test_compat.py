@@ -263,22 +263,28 @@ async def test_the_workers_consumer_waits_at_the_broker_as_long_as_the_app_says(
 
     bounded = faust.App("compat-fetch-wait", broker="kafka://127.0.0.1:9", autodiscover=False)
     bounded.fetch_max_wait_ms = 100  # type: ignore[attr-defined]  # as new_faust_app sets it
-    assert worker_consumer(bounded)._fetch_max_wait_ms == 100
+    bounded.fetch_min_bytes = 4096  # type: ignore[attr-defined]
+    consumer = worker_consumer(bounded)
+    assert (consumer._fetch_max_wait_ms, consumer._fetch_min_bytes) == (100, 4096)
     plain = faust.App("compat-fetch-faust", broker="kafka://127.0.0.1:9", autodiscover=False)
-    assert worker_consumer(plain)._fetch_max_wait_ms == 1500  # Faust's own value
+    consumer = worker_consumer(plain)
+    assert (consumer._fetch_max_wait_ms, consumer._fetch_min_bytes) == (1500, 1)  # Faust's
 
 
 async def test_the_pipelines_consumer_takes_the_wait_from_the_settings(tmp_path: Any) -> None:
     from stream_rec.app import create_app
     from stream_rec.settings import load_settings
 
-    assert load_settings().kafka.fetch_max_wait_ms == 100  # the default
+    defaults = load_settings().kafka
+    assert (defaults.fetch_max_wait_ms, defaults.fetch_min_bytes) == (100, 1)
     settings = load_settings(
-        fetch_max_wait_ms=20, table_store="memory://", data_dir=tmp_path / "data", app_id="cw"
-    )
+        fetch_max_wait_ms=20, fetch_min_bytes=2048, table_store="memory://",
+        data_dir=tmp_path / "data", app_id="cw",
+    )  # fmt: skip
     pipeline = create_app(settings)
     try:
         thread = pipeline.app.consumer._thread
-        assert thread._create_worker_consumer(pipeline.app.transport)._fetch_max_wait_ms == 20
+        consumer = thread._create_worker_consumer(pipeline.app.transport)
+        assert (consumer._fetch_max_wait_ms, consumer._fetch_min_bytes) == (20, 2048)
     finally:
         pipeline.executor.shutdown(wait=False)
