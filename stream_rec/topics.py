@@ -185,10 +185,13 @@ def create_topics_sync(settings: Settings) -> dict[str, str]:
     return asyncio.run(create_topics(settings))
 
 
-async def create_changelogs(settings: Settings, names: Sequence[str]) -> None:
+async def create_changelogs(
+    settings: Settings, names: Sequence[str], *, cleanup: str = "compact"
+) -> None:
     """Create compacted changelog topics of ``settings.kafka.partitions`` partitions (missing ones
     only) before a Faust app that owns them starts: an app's agent that finds its changelog
-    without metadata yet dies for good (``PartitionsMismatch``)."""
+    without metadata yet dies for good (``PartitionsMismatch``). ``cleanup="delete"``: plain
+    topics of the same size (the bench's echo topic)."""
     from aiokafka.admin import NewTopic
 
     async with _admin(settings) as admin:
@@ -196,5 +199,5 @@ async def create_changelogs(settings: Settings, names: Sequence[str]) -> None:
         if missing:
             await admin.create_topics(
                 [NewTopic(n, settings.kafka.partitions, settings.kafka.replication_factor,
-                          topic_configs={"cleanup.policy": "compact"}) for n in sorted(missing)]
+                          topic_configs={"cleanup.policy": cleanup}) for n in sorted(missing)]
             )  # fmt: skip

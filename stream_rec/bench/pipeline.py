@@ -17,7 +17,9 @@ In one run, on the same broker and the same MovieLens events, side by side:
    With it, the worker's own CPU time per event over the run (``/proc``): on a shared machine
    a steadier figure than wall-clock ones; and the cores the worker, the bench process and the
    local broker each used meanwhile (CPU seconds per second), which say whether the machine
-   itself was the limit.
+   itself was the limit. The latency floor beside them: the bare agent with ``--echo`` (each
+   event sent on, unchanged, one send per event) at each scorer's offered load
+   (``bare-echo-at-<subject>``; ``bare-echo`` with ``--latency-rate``), on fresh topics.
 3. ``--variant NAME:KEY=VALUE,...``: each pipeline subject again as ``<subject>-NAME`` with
    those ``STREAM_REC_*`` settings in its environment (say ``SCORE_INLINE_MS=0``), so settings
    are compared within one run, on the same events.
@@ -60,6 +62,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from stream_rec.bench.bare import ECHO_TOPIC
 from stream_rec.bench.report import print_and_save
 from stream_rec.client import kafka_producer
 from stream_rec.data.movielens import load_movielens
@@ -107,13 +110,29 @@ class Subject:
 
     @property
     def is_bare(self) -> bool:
-        return self.command[-1] == "stream_rec.bench.bare"
+        return "stream_rec.bench.bare" in self.command
+
+    @property
+    def is_echo(self) -> bool:
+        return self.is_bare and "--echo" in self.command
+
+    @property
+    def changelog(self) -> str:
+        """The bare agent's table changelog (created before it starts)."""
+        return f"{self.settings.kafka.app_id}-bare-bare_counts-changelog"
 
     @property
     def output_topic(self) -> str:
+        if self.is_echo:
+            return f"{self.settings.kafka.topic_prefix}{ECHO_TOPIC}"
         if self.is_bare:
-            return f"{self.settings.kafka.app_id}-bare-bare_counts-changelog"
+            return self.changelog
         return f"{self.settings.kafka.topic_prefix}recommendations"
+
+    @property
+    def ts_field(self) -> str:
+        """The field of an output record that holds its event's send time."""
+        return "ts" if self.is_echo else "event_ts"  # the echo is the event itself
 
 
 def worker_env(
@@ -301,15 +320,16 @@ async def _drain_timestamps(
 
 
 async def _latency_run(
-    settings: Settings, events: list[Any], rate: float
+    settings: Settings, events: list[Any], rate: float, output: str, ts_field: str = "event_ts"
 ) -> tuple[list[float], int]:
-    """Offer ``rate`` events/s; return event→recommendation latencies (s) as received, and
-    how many recommendations of earlier events came meanwhile (events of the drain that a
-    restarted group processed again: at-least-once), which are left out of the latencies."""
+    """Offer ``rate`` events/s; return event→output latencies (s) as received (``output``: the
+    subject's output topic, its records' ``ts_field`` the event's send time), and how many
+    outputs of earlier events came meanwhile (events of the drain that a restarted group
+    processed again: at-least-once), which are left out of the latencies."""
     from aiokafka import AIOKafkaConsumer
 
     c = AIOKafkaConsumer(
-        f"{settings.kafka.topic_prefix}recommendations",
+        output,
         bootstrap_servers=settings.kafka.bootstrap_list,
         group_id=None, auto_offset_reset="latest",
     )  # fmt: skip
@@ -325,7 +345,7 @@ async def _latency_run(
             for recs in (await c.getmany(timeout_ms=200)).values():
                 now = time.time()
                 for r in recs:
-                    ts = decode_output(r.value)["event_ts"]
+                    ts = decode_output(r.value)[ts_field]
                     if ts < t_start:
                         earlier[0] += 1
                     else:
@@ -447,7 +467,9 @@ def _latency(
         broker = local_broker_pid(subject.settings)
         cpu0 = sum(cpu_seconds(p.proc.pid) for p in w.procs)
         own0, broker0, t0 = cpu_seconds(os.getpid()), _cpu_or_nan(broker), time.monotonic()
-        lat, earlier = asyncio.run(_latency_run(subject.settings, events, rate))
+        lat, earlier = asyncio.run(
+            _latency_run(subject.settings, events, rate, subject.output_topic, subject.ts_field)
+        )
         cpu_s = sum(cpu_seconds(p.proc.pid) for p in w.procs) - cpu0
         wall = time.monotonic() - t0
         # what else shared the cores meanwhile: the bench's own producer and consumer, and the
@@ -457,7 +479,7 @@ def _latency(
             "latency_bench_cpu_cores": (cpu_seconds(os.getpid()) - own0) / wall,
             "latency_broker_cpu_cores": (_cpu_or_nan(broker) - broker0) / wall,
         }
-        if subject.workers == 1:
+        if subject.workers == 1 and not subject.is_bare:  # the bare agent keeps no metrics
             try:
                 text = scrape_metrics(w.procs[0].port)
                 stages, pauses = stage_breakdown(text), gc_pauses(text)
@@ -503,6 +525,7 @@ def run(
     out.parent.mkdir(parents=True, exist_ok=True)  # flame graphs are written beside the JSON
     py = sys.executable
     worker_cmd = [py, "-m", "stream_rec", "worker"]
+    bare_cmd = [py, "-m", "stream_rec.bench.bare"]
 
     def lineup(tag: str) -> list[Subject]:
         """Every subject of one drain round; round ``tag`` has its own topics and groups."""
@@ -522,7 +545,11 @@ def run(
                 for p in pipes[: 2 if model is not None else 1]
             ]
         more = [subject(f"fallback-x{workers}", worker_cmd, workers=workers)] if workers > 1 else []
-        return [*pipes, subject("bare", [py, "-m", "stream_rec.bench.bare"]), *more]
+        return [*pipes, subject("bare", bare_cmd), *more]
+
+    def echo_subject(name: str) -> Subject:
+        s = base.replace(topic_prefix=f"bench-{run_id}-{name}.", app_id=f"bench-{run_id}-{name}")
+        return Subject(name, s, [*bare_cmd, "--echo"])
 
     lineups = [lineup("" if r == 0 else f"r{r + 1}-") for r in range(rounds)]
     subjects = lineups[0]  # the latency runs use the first round's subjects
@@ -538,11 +565,16 @@ def run(
     items = [(i.item_id.encode(), item_payload(i, now)) for i in ds.items.values()]
     behaviour = [(x.user_id.encode(), behavior_payload(x, now)) for x in evs]
 
+    def prepare_topics(sub: Subject) -> None:
+        asyncio.run(create_topics(sub.settings))
+        if sub.is_bare:  # its table's changelog, before the app looks for it
+            asyncio.run(create_changelogs(sub.settings, [sub.changelog]))
+        if sub.is_echo:
+            asyncio.run(create_changelogs(sub.settings, [sub.output_topic], cleanup="delete"))
+
     def prepare(subs: list[Subject]) -> None:
         for sub in subs:
-            asyncio.run(create_topics(sub.settings))
-            if sub.is_bare:  # its table's changelog, before the app looks for it
-                asyncio.run(create_changelogs(sub.settings, [sub.output_topic]))
+            prepare_topics(sub)
             asyncio.run(_produce(sub.settings, f"{sub.settings.kafka.topic_prefix}items", items))
             asyncio.run(
                 _produce(sub.settings, f"{sub.settings.kafka.topic_prefix}behavior", behaviour)
@@ -578,6 +610,18 @@ def run(
             svg = out.with_name(f"{out.stem}-{sub.name}-latency.svg") if profile \
                 and sub in pipelines else None  # fmt: skip
             per[sub.name].update(_latency(sub, lat_pool[:n_lat], offered, work, svg))
+        # Faust alone at the same offered load: the bare agent sending each event on (one
+        # send per event), on fresh topics, so the pipeline's p99 has a floor to stand beside
+        echo_rates = {"bare-echo": latency_rate} if latency_rate else {
+            f"bare-echo-at-{p.name}": 0.5 * per[p.name]["events_per_s"]
+            for p in pipelines if not p.env
+        }  # fmt: skip
+        for name, rate in echo_rates.items():
+            echo = echo_subject(name)
+            prepare_topics(echo)
+            n_lat = min(pool_n, int(rate * latency_seconds))
+            console.print(f"[bold]{name}[/bold] latency: {n_lat} events at {rate:.0f}/s…")
+            per[name] = _latency(echo, lat_pool[:n_lat], rate, work)
         if scaled is not None:
             per[scaled.name]["throughput_ratio_to_one_worker"] = statistics.median(
                 d["events_per_s"] / f["events_per_s"]
@@ -639,7 +683,8 @@ def _print(results: dict[str, Any], per: dict[str, dict[str, Any]]) -> None:
         "throughput_ratio_to_bare_rounds", "throughput_ratio_to_one_worker",
         "offered_events_per_s", "latency_events", "latency_redelivered_earlier_events",
         "latency_p50_ms", "latency_p95_ms",
-        "latency_p99_ms", "latency_cpu_us_per_event",
+        "latency_p99_ms", "latency_cpu_us_per_event", "latency_worker_cpu_cores",
+        "latency_bench_cpu_cores", "latency_broker_cpu_cores",
     ]  # fmt: skip
     for r in rows:
         if any(r in per[n] for n in names):

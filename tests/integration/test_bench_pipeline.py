@@ -1,6 +1,7 @@
 """``stream-rec bench pipeline`` end to end on the real broker, at a small scale: drain rounds
-on their own topics, medians over the rounds, the CPU of what shares the cores, and nothing
-left behind on the broker."""
+on their own topics, medians over the rounds, the CPU of what shares the cores, Faust alone
+(the bare agent echoing each event) timed at the same load, and nothing left behind on the
+broker."""
 
 from __future__ import annotations
 
@@ -51,5 +52,12 @@ def test_drain_rounds_take_turns_and_report_medians(bootstrap: str, tmp_path: Pa
         assert fallback["latency_broker_cpu_cores"] > 0
     else:
         assert math.isnan(fallback["latency_broker_cpu_cores"])
+    # Faust alone at the same load: the bare agent sending each event on, every one timed
+    echo = res["subjects"]["bare-echo"]
+    assert echo["offered_events_per_s"] == 50
+    assert echo["latency_events"] == 100
+    assert 0 < echo["latency_p50_ms"] <= echo["latency_p99_ms"] < 30_000
+    assert echo["latency_worker_cpu_cores"] > 0
+    assert "latency_events" not in bare  # the throughput anchor is drained only
     # every round's topics (and the groups' changelogs) are deleted again
     assert asyncio.run(_bench_topics(bootstrap)) == before
