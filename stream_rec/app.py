@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import faust
 from prometheus_client import generate_latest
@@ -33,6 +33,9 @@ from stream_rec.settings import ConfigError, Settings
 from stream_rec.tables import Tables, create_tables
 from stream_rec.topics import Topics
 from stream_rec.web_auth import OperatorGate, operator_page
+
+if TYPE_CHECKING:
+    from faust.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +317,7 @@ def faust_config(settings: Settings) -> dict[str, Any]:
 def new_faust_app(cls: type[_App], app_id: str, settings: Settings) -> _App:
     """A Faust app configured as every worker (and the benchmark's bare anchor agent): the
     corrections of :mod:`stream_rec.compat`, :func:`faust_config`, and the consumer's fetch wait
-    and least fetch size (``compat._bounded_fetch_wait`` reads them from the app)."""
+    and least fetch size (``compat._consumer_fetch_settings`` reads them from the app)."""
     compat.apply()
     app = cls(app_id, **faust_config(settings))
     app.fetch_max_wait_ms = settings.kafka.fetch_max_wait_ms  # type: ignore[attr-defined]
@@ -322,7 +325,14 @@ def new_faust_app(cls: type[_App], app_id: str, settings: Settings) -> _App:
     return app
 
 
-def faust_worker(app: faust.App, loglevel: str) -> Any:
+def assigned_partitions(app: faust.App) -> list[str]:
+    """The app consumer's assigned partitions as ``topic:partition`` (its status pages)."""
+    if not app.consumer:
+        return []
+    return sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment())
+
+
+def faust_worker(app: faust.App, loglevel: str) -> Worker:
     """The Faust ``Worker`` that runs ``app`` (the pipeline's, the bench's bare agent's), with
     no terminal spinner.
 
@@ -335,7 +345,7 @@ def faust_worker(app: faust.App, loglevel: str) -> Any:
     those debug calls (6 % building records). Without the spinner the root logger keeps the
     configured level.
     """
-    from faust.worker import Worker
+    from faust.worker import Worker  # the worker's command only
 
     worker = Worker(app, loglevel=loglevel, console_port=0)
     worker.spinner = None  # its handler would put the root logger at DEBUG for good
@@ -382,9 +392,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> Pipeline:
 
     @app.page("/stream-rec/status")
     async def status_page(web: Any, request: Any) -> Any:
-        assignment = sorted(
-            f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment()
-        ) if app.consumer else []  # fmt: skip
+        assignment = assigned_partitions(app)
         return web.json(
             {
                 "app_id": settings.kafka.app_id,

@@ -61,7 +61,7 @@ def apply() -> None:
     _stop_when_fenced()
     _fetch_committed_offsets_at_once()
     _accept_a_static_members_earlier_url()
-    _bounded_fetch_wait()
+    _consumer_fetch_settings()
 
 
 def _back_off_failed_metadata_updates() -> None:
@@ -482,7 +482,7 @@ def _accept_a_static_members_earlier_url() -> None:
     PartitionAssignor._stream_rec_url_guard = True
 
 
-def _bounded_fetch_wait() -> None:
+def _consumer_fetch_settings() -> None:
     """Create the worker's consumer with the app's ``fetch_max_wait_ms``, not Faust's 1500 ms.
 
     aiokafka's fetcher keeps one fetch per broker in flight and leaves out of a fetch every
@@ -507,12 +507,10 @@ def _bounded_fetch_wait() -> None:
 
     def _create_worker_consumer(self: Any, transport: Any) -> Any:
         consumer = original(self, transport)
-        wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
-        if wait_ms is not None:
-            consumer._fetch_max_wait_ms = int(wait_ms)  # read when the consumer starts
-        min_bytes = getattr(self.app, "fetch_min_bytes", None)
-        if min_bytes is not None:
-            consumer._fetch_min_bytes = int(min_bytes)  # Faust leaves aiokafka's 1
+        for name in ("fetch_max_wait_ms", "fetch_min_bytes"):  # read when the consumer starts
+            value = getattr(self.app, name, None)
+            if value is not None:
+                setattr(consumer, f"_{name}", int(value))
         return consumer
 
     AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]

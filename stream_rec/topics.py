@@ -185,13 +185,13 @@ def create_topics_sync(settings: Settings) -> dict[str, str]:
     return asyncio.run(create_topics(settings))
 
 
-async def create_changelogs(
+async def create_sized_topics(
     settings: Settings, names: Sequence[str], *, cleanup: str = "compact"
 ) -> None:
-    """Create compacted changelog topics of ``settings.kafka.partitions`` partitions (missing ones
-    only) before a Faust app that owns them starts: an app's agent that finds its changelog
-    without metadata yet dies for good (``PartitionsMismatch``). ``cleanup="delete"``: plain
-    topics of the same size (the bench's echo topic)."""
+    """Create topics of ``settings.kafka.partitions`` partitions (missing ones only), compacted
+    by default: a changelog before the Faust app that owns it starts (an app's agent that finds
+    its changelog without metadata yet dies for good, ``PartitionsMismatch``), or with
+    ``cleanup="delete"`` a plain topic (the bench's echo topic)."""
     from aiokafka.admin import NewTopic
 
     async with _admin(settings) as admin:

@@ -21,7 +21,7 @@ ECHO_TOPIC = "echo"  # after the prefix
 
 
 def create_bare_app(settings: Settings, *, echo: bool = False) -> faust.App:
-    from stream_rec.app import new_faust_app
+    from stream_rec.app import assigned_partitions, new_faust_app
 
     app = new_faust_app(faust.App, f"{settings.kafka.app_id}-bare", settings)  # as the workers
     topic = app.topic(
@@ -47,11 +47,10 @@ def create_bare_app(settings: Settings, *, echo: bool = False) -> faust.App:
 
     @app.page("/stream-rec/status")  # what the bench waits for before a latency run
     async def status_page(web: Any, request: Any) -> Any:
-        assignment = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment())
         return web.json(
             {
                 "catalog_caught_up": True,  # it keeps no catalogue
-                "assignment": assignment,
+                "assignment": assigned_partitions(app),
                 "rebalancing": bool(app.rebalancing),
             }
         )

@@ -72,7 +72,7 @@ from stream_rec.ops.broker import LocalBroker, free_port
 from stream_rec.ops.replay import behavior_payload, item_payload, select_events
 from stream_rec.schemas import decode_output
 from stream_rec.settings import FIELD_GROUP, Settings
-from stream_rec.topics import create_changelogs, create_topics, delete_topics_with_prefix
+from stream_rec.topics import create_sized_topics, create_topics, delete_topics_with_prefix
 
 console = Console()
 WARM_UP_SHARE = 0.1  # records left out of the throughput window (start of the drain)
@@ -527,14 +527,15 @@ def run(
     worker_cmd = [py, "-m", "stream_rec", "worker"]
     bare_cmd = [py, "-m", "stream_rec.bench.bare"]
 
+    def own_settings(name: str) -> Settings:
+        """A subject's own topics and group (``name`` with its round's tag)."""
+        return base.replace(topic_prefix=f"bench-{run_id}-{name}.", app_id=f"bench-{run_id}-{name}")
+
     def lineup(tag: str) -> list[Subject]:
         """Every subject of one drain round; round ``tag`` has its own topics and groups."""
 
         def subject(name: str, cmd: list[str], **kw: Any) -> Subject:
-            s = base.replace(
-                topic_prefix=f"bench-{run_id}-{tag}{name}.", app_id=f"bench-{run_id}-{tag}{name}"
-            )
-            return Subject(name, s, cmd, tag=tag, **kw)
+            return Subject(name, own_settings(f"{tag}{name}"), cmd, tag=tag, **kw)
 
         pipes = [subject("fallback", worker_cmd)]
         if model is not None:
@@ -546,10 +547,6 @@ def run(
             ]
         more = [subject(f"fallback-x{workers}", worker_cmd, workers=workers)] if workers > 1 else []
         return [*pipes, subject("bare", bare_cmd), *more]
-
-    def echo_subject(name: str) -> Subject:
-        s = base.replace(topic_prefix=f"bench-{run_id}-{name}.", app_id=f"bench-{run_id}-{name}")
-        return Subject(name, s, [*bare_cmd, "--echo"])
 
     lineups = [lineup("" if r == 0 else f"r{r + 1}-") for r in range(rounds)]
     subjects = lineups[0]  # the latency runs use the first round's subjects
@@ -568,9 +565,9 @@ def run(
     def prepare_topics(sub: Subject) -> None:
         asyncio.run(create_topics(sub.settings))
         if sub.is_bare:  # its table's changelog, before the app looks for it
-            asyncio.run(create_changelogs(sub.settings, [sub.changelog]))
+            asyncio.run(create_sized_topics(sub.settings, [sub.changelog]))
         if sub.is_echo:
-            asyncio.run(create_changelogs(sub.settings, [sub.output_topic], cleanup="delete"))
+            asyncio.run(create_sized_topics(sub.settings, [sub.output_topic], cleanup="delete"))
 
     def prepare(subs: list[Subject]) -> None:
         for sub in subs:
@@ -617,7 +614,7 @@ def run(
             for p in pipelines if not p.env
         }  # fmt: skip
         for name, rate in echo_rates.items():
-            echo = echo_subject(name)
+            echo = Subject(name, own_settings(name), [*bare_cmd, "--echo"])
             prepare_topics(echo)
             n_lat = min(pool_n, int(rate * latency_seconds))
             console.print(f"[bold]{name}[/bold] latency: {n_lat} events at {rate:.0f}/s…")
